@@ -1,0 +1,1 @@
+//! API-server validation rules that matter for semantics.

@@ -1,0 +1,1 @@
+//! Workload expansion: Deployments, ReplicaSets, StatefulSets, DaemonSets and Jobs into pods.

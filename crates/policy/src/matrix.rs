@@ -1,0 +1,279 @@
+//! The full reachability matrix: every ordered pair of distinct pods, on every `(port,
+//! protocol)` the destination declares.
+//!
+//! Computed with bitsets rather than pair by pair: for each port, sources are grouped by egress
+//! identity and destinations by the exact set of ingress rules that apply to them, so the work is
+//! a few bitset unions per group instead of a policy scan per pair.
+
+use std::collections::{BTreeSet, HashMap};
+
+use fixedbitset::FixedBitSet;
+use furynet_model::{Direction, Protocol};
+use serde::Serialize;
+
+use crate::engine::{dir_index, Engine, PodId};
+use crate::ir::{Peers, RuleId};
+
+/// One matrix cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MatrixEntry {
+    pub src: PodId,
+    pub dst: PodId,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub allowed: bool,
+}
+
+/// Verdicts for every ordered pair of distinct pods and every port the destination declares.
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    /// Distinct declared `(port, protocol)` keys, sorted.
+    pub ports: Vec<(u16, Protocol)>,
+    /// `rows[port][src]`: destinations `src` may reach on that port.
+    rows: Vec<Vec<FixedBitSet>>,
+    /// Per destination pod, indices into `ports` it declares (sorted).
+    dst_ports: Vec<Vec<usize>>,
+}
+
+impl Matrix {
+    /// Verdict for one cell; `port` indexes [`Matrix::ports`]. A pod may always reach itself.
+    /// Out-of-range arguments: `false`.
+    pub fn allowed(&self, src: PodId, dst: PodId, port: usize) -> bool {
+        if src == dst {
+            return port < self.ports.len() && src < self.dst_ports.len();
+        }
+        self.rows
+            .get(port)
+            .and_then(|r| r.get(src))
+            .is_some_and(|row| row.contains(dst))
+    }
+
+    /// Every cell, ordered by source, destination, port, protocol (pods in `namespace/name`
+    /// order).
+    pub fn entries(&self) -> impl Iterator<Item = MatrixEntry> + '_ {
+        let n = self.dst_ports.len();
+        (0..n).flat_map(move |src| {
+            (0..n).filter(move |&dst| dst != src).flat_map(move |dst| {
+                self.dst_ports[dst].iter().map(move |&pi| {
+                    let (port, protocol) = self.ports[pi];
+                    MatrixEntry {
+                        src,
+                        dst,
+                        port,
+                        protocol,
+                        allowed: self.allowed(src, dst, pi),
+                    }
+                })
+            })
+        })
+    }
+
+    /// Number of cells (ordered distinct pairs times the destination's declared ports).
+    pub fn len(&self) -> usize {
+        let n = self.dst_ports.len();
+        let per_dst: usize = self.dst_ports.iter().map(Vec::len).sum();
+        per_dst * n.saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of allowed cells.
+    pub fn allowed_count(&self) -> usize {
+        self.rows
+            .iter()
+            .map(|rows| {
+                rows.iter()
+                    .enumerate()
+                    .map(|(s, r)| r.count_ones(..) - usize::from(r.contains(s)))
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+/// Which destinations a rule's `ports` admit for one port key.
+enum PortOk {
+    All,
+    None,
+    Some(FixedBitSet),
+}
+
+impl Engine {
+    /// Computes the full matrix.
+    pub fn matrix(&self) -> Matrix {
+        let n = self.pods.len();
+        let keys: BTreeSet<(u16, Protocol)> =
+            self.pods.iter().flat_map(|p| p.declared_ports()).collect();
+        let ports: Vec<(u16, Protocol)> = keys.into_iter().collect();
+        let key_index: HashMap<(u16, Protocol), usize> =
+            ports.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        let dst_ports: Vec<Vec<usize>> = self
+            .pods
+            .iter()
+            .map(|p| {
+                p.declared_ports()
+                    .iter()
+                    .filter_map(|k| key_index.get(k).copied())
+                    .collect()
+            })
+            .collect();
+
+        let mut identity_pods: Vec<Vec<PodId>> = vec![Vec::new(); self.index.len()];
+        for (pod, &ident) in self.pod_identity.iter().enumerate() {
+            identity_pods[ident].push(pod);
+        }
+        let mut all = FixedBitSet::with_capacity(n);
+        all.insert_range(..);
+        // Pods each rule admits as peers (independent of the port).
+        let rule_pods: Vec<FixedBitSet> = self
+            .rules
+            .iter()
+            .map(|r| match &r.peers {
+                Peers::Any => all.clone(),
+                Peers::Match { identities, blocks } => {
+                    let mut set = FixedBitSet::with_capacity(n);
+                    for ident in identities.ones() {
+                        for &p in &identity_pods[ident] {
+                            set.insert(p);
+                        }
+                    }
+                    if !blocks.is_empty() {
+                        for (p, pod) in self.pods.iter().enumerate() {
+                            if blocks
+                                .iter()
+                                .any(|b| pod.ips.iter().any(|ip| b.contains(ip)))
+                            {
+                                set.insert(p);
+                            }
+                        }
+                    }
+                    set
+                }
+            })
+            .collect();
+
+        let mut rows = Vec::with_capacity(ports.len());
+        for (pi, &(port, protocol)) in ports.iter().enumerate() {
+            let mut declared = FixedBitSet::with_capacity(n);
+            for (d, dp) in dst_ports.iter().enumerate() {
+                if dp.contains(&pi) {
+                    declared.insert(d);
+                }
+            }
+            let port_ok: Vec<PortOk> = self
+                .rules
+                .iter()
+                .map(|r| {
+                    if r.ports.depends_on_pod() {
+                        let mut set = FixedBitSet::with_capacity(n);
+                        for d in declared.ones() {
+                            if r.ports.matches(port, protocol, &self.pods[d]) {
+                                set.insert(d);
+                            }
+                        }
+                        PortOk::Some(set)
+                    } else if self
+                        .pods
+                        .first()
+                        .is_some_and(|p| r.ports.matches(port, protocol, p))
+                    {
+                        PortOk::All
+                    } else {
+                        PortOk::None
+                    }
+                })
+                .collect();
+
+            // Ingress: group destinations by the exact rules admitting this port on them.
+            let mut groups: Vec<(Option<FixedBitSet>, FixedBitSet)> = Vec::new();
+            let mut group_of: HashMap<Option<Vec<RuleId>>, usize> = HashMap::new();
+            for d in declared.ones() {
+                let side = &self.sides[dir_index(Direction::Ingress)][self.pod_identity[d]];
+                let key = if side.policies.is_empty() {
+                    None
+                } else {
+                    Some(
+                        side.rules
+                            .iter()
+                            .copied()
+                            .filter(|&r| match &port_ok[r] {
+                                PortOk::All => true,
+                                PortOk::None => false,
+                                PortOk::Some(set) => set.contains(d),
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                let g = match group_of.get(&key) {
+                    Some(&g) => g,
+                    None => {
+                        let sources = key.as_ref().map(|rules| {
+                            let mut s = FixedBitSet::with_capacity(n);
+                            for &r in rules {
+                                s.union_with(&rule_pods[r]);
+                            }
+                            s
+                        });
+                        groups.push((sources, FixedBitSet::with_capacity(n)));
+                        group_of.insert(key, groups.len() - 1);
+                        groups.len() - 1
+                    }
+                };
+                groups[g].1.insert(d);
+            }
+
+            let mut port_rows = vec![FixedBitSet::with_capacity(n); n];
+            let words = n.div_ceil(64).max(1);
+            for (sources, members) in &groups {
+                let sources = sources.as_ref().unwrap_or(&all);
+                if members.count_ones(..) > words {
+                    for s in sources.ones() {
+                        port_rows[s].union_with(members);
+                    }
+                } else {
+                    for d in members.ones() {
+                        for s in sources.ones() {
+                            port_rows[s].insert(d);
+                        }
+                    }
+                }
+            }
+
+            // Egress: one row per source identity.
+            let mut egress_rows: HashMap<usize, Option<FixedBitSet>> = HashMap::new();
+            for (s, row) in port_rows.iter_mut().enumerate() {
+                let ident = self.pod_identity[s];
+                let egress = egress_rows.entry(ident).or_insert_with(|| {
+                    let side = &self.sides[dir_index(Direction::Egress)][ident];
+                    if side.policies.is_empty() {
+                        return None;
+                    }
+                    let mut reach = FixedBitSet::with_capacity(n);
+                    for &r in &side.rules {
+                        match &port_ok[r] {
+                            PortOk::All => reach.union_with(&rule_pods[r]),
+                            PortOk::None => {}
+                            PortOk::Some(set) => {
+                                let mut x = rule_pods[r].clone();
+                                x.intersect_with(set);
+                                reach.union_with(&x);
+                            }
+                        }
+                    }
+                    Some(reach)
+                });
+                if let Some(reach) = egress {
+                    row.intersect_with(reach);
+                }
+            }
+            rows.push(port_rows);
+        }
+        Matrix {
+            ports,
+            rows,
+            dst_ports,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Deterministic synthetic clusters of realistic shape, for benchmarks and scale tests.
