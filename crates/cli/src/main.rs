@@ -1,1 +1,39 @@
-fn main() {}
+//! `furynet`: the command-line entry point (analyze now; lab, ipam, observe as they land).
+
+mod analyze;
+mod out;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// furynet: Kubernetes networking — CNI, NetworkPolicy, dataplane and observability.
+#[derive(Debug, Parser)]
+#[command(name = "furynet", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Analyze(analyze::AnalyzeArgs),
+}
+
+/// Exit codes, as documented in `--help` and the README.
+pub(crate) mod exit {
+    /// Everything read and printed.
+    pub const OK: u8 = 0;
+    /// Invalid input (with `--strict`), nothing could be read, or a named pod does not exist.
+    pub const INVALID_INPUT: u8 = 1;
+    /// Bad command line (clap uses 2 for its own usage errors too).
+    pub const USAGE: u8 = 2;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Analyze(args) => analyze::run(&args),
+    };
+    ExitCode::from(code)
+}
