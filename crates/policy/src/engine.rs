@@ -49,11 +49,12 @@ impl Engine {
         let mut cluster = cluster.clone();
         cluster.ensure_namespaces();
         let namespaces = cluster.namespaces;
-        let ns_index: HashMap<&str, usize> = namespaces
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.as_str(), i))
-            .collect();
+        // The first definition of a namespace wins, as in `Cluster::namespace` (the decoder
+        // rejects duplicates; this keeps hand-built clusters consistent too).
+        let mut ns_index: HashMap<&str, usize> = HashMap::new();
+        for (i, n) in namespaces.iter().enumerate() {
+            ns_index.entry(n.name.as_str()).or_insert(i);
+        }
 
         let mut pods = cluster.pods;
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
