@@ -1,1 +1,0 @@
-//! Workload expansion: Deployments, ReplicaSets, StatefulSets, DaemonSets and Jobs into pods.
