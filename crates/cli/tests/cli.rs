@@ -69,33 +69,79 @@ fn json_contract_shape() {
 
 #[test]
 fn examples_verdicts() {
-    let e = json(&["analyze", "examples/analyze/default-deny.yaml", "-o", "json"]);
+    let e = json(&[
+        "analyze",
+        "examples/analyze/default-deny.yaml",
+        "-o",
+        "json",
+    ]);
     assert!(!verdict(&e, "dev/tester", "prod/web", 80, "TCP"));
     assert!(!verdict(&e, "prod/api", "prod/web", 80, "TCP"));
     assert!(verdict(&e, "prod/web", "dev/tester", 80, "TCP"));
 
-    let e = json(&["analyze", "examples/analyze/allow-from-namespace.yaml", "-o", "json"]);
+    let e = json(&[
+        "analyze",
+        "examples/analyze/allow-from-namespace.yaml",
+        "-o",
+        "json",
+    ]);
     assert!(verdict(&e, "backend/api", "data/db", 5432, "TCP"));
     assert!(verdict(&e, "data/admin", "data/db", 5432, "TCP"));
     assert!(!verdict(&e, "frontend/web", "data/db", 5432, "TCP"));
 
-    let e = json(&["analyze", "examples/analyze/egress-dns-only.yaml", "-o", "json"]);
+    let e = json(&[
+        "analyze",
+        "examples/analyze/egress-dns-only.yaml",
+        "-o",
+        "json",
+    ]);
     assert!(verdict(&e, "locked/app", "kube-system/coredns", 53, "UDP"));
     assert!(verdict(&e, "locked/app", "kube-system/coredns", 53, "TCP"));
-    assert!(!verdict(&e, "locked/app", "kube-system/coredns", 9153, "TCP"));
+    assert!(!verdict(
+        &e,
+        "locked/app",
+        "kube-system/coredns",
+        9153,
+        "TCP"
+    ));
     assert!(!verdict(&e, "locked/app", "locked/worker", 8080, "TCP"));
-    assert!(verdict(&e, "kube-system/coredns", "locked/app", 8080, "TCP"));
+    assert!(verdict(
+        &e,
+        "kube-system/coredns",
+        "locked/app",
+        8080,
+        "TCP"
+    ));
 
-    let e = json(&["analyze", "examples/analyze/ipblock-except.yaml", "-o", "json"]);
+    let e = json(&[
+        "analyze",
+        "examples/analyze/ipblock-except.yaml",
+        "-o",
+        "json",
+    ]);
     assert!(verdict(&e, "net/inside", "net/api", 443, "TCP"));
     assert!(!verdict(&e, "net/excepted", "net/api", 443, "TCP"));
     assert!(!verdict(&e, "net/outside", "net/api", 443, "TCP"));
-    assert!(!verdict(&e, "net/pending", "net/api", 443, "TCP"), "no IP, no ipBlock match");
+    assert!(
+        !verdict(&e, "net/pending", "net/api", 443, "TCP"),
+        "no IP, no ipBlock match"
+    );
 
-    let e = json(&["analyze", "examples/analyze/endport-range.yaml", "-o", "json"]);
-    let pods: std::collections::BTreeSet<String> =
-        e.iter().map(|x| x["src"].as_str().unwrap().to_string()).collect();
-    assert_eq!(pods.len(), 2, "Deployment with replicas: 2 expands to 2 pods: {pods:?}");
+    let e = json(&[
+        "analyze",
+        "examples/analyze/endport-range.yaml",
+        "-o",
+        "json",
+    ]);
+    let pods: std::collections::BTreeSet<String> = e
+        .iter()
+        .map(|x| x["src"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        pods.len(),
+        2,
+        "Deployment with replicas: 2 expands to 2 pods: {pods:?}"
+    );
     let (a, b) = (pods.iter().next().unwrap(), pods.iter().nth(1).unwrap());
     for (port, proto, want) in [
         (9999, "UDP", false),
@@ -112,13 +158,27 @@ fn examples_verdicts() {
 #[test]
 fn filters_select_pairs_and_ports() {
     let all = json(&["analyze", "examples/demo", "-o", "json"]);
-    let some = json(&["analyze", "examples/demo", "-o", "json", "--from", "web", "--to", "api", "--port", "8080/TCP"]);
+    let some = json(&[
+        "analyze",
+        "examples/demo",
+        "-o",
+        "json",
+        "--from",
+        "web",
+        "--to",
+        "api",
+        "--port",
+        "8080/TCP",
+    ]);
     assert!(!some.is_empty());
     for e in &some {
         assert!(e["src"].as_str().unwrap().starts_with("web/"));
         assert!(e["dst"].as_str().unwrap().starts_with("api/"));
         assert_eq!(e["port"], 8080);
-        assert!(all.contains(e), "filtered entry must equal the full matrix's: {e}");
+        assert!(
+            all.contains(e),
+            "filtered entry must equal the full matrix's: {e}"
+        );
     }
 }
 
@@ -141,7 +201,10 @@ fn exit_codes() {
     // Nothing readable: 1.
     let (code, _, err) = run(&["analyze", "/nonexistent/furynet.yaml"], None);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("/nonexistent/furynet.yaml"), "names the file: {err}");
+    assert!(
+        err.contains("/nonexistent/furynet.yaml"),
+        "names the file: {err}"
+    );
     // Unknown pod: 1.
     let (code, _, err) = run(&["analyze", "examples/demo", "--from", "web/nope"], None);
     assert_eq!(code, 1);
@@ -172,8 +235,14 @@ spec:
 fn invalid_object_is_reported_and_rest_analysed() {
     let (code, out, err) = run(&["analyze", "-", "-o", "json"], Some(BAD));
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("NetworkPolicy x/broken"), "names the object: {err}");
-    assert!(err.contains("spec.ingress[0].ports[0].endPort"), "names the field: {err}");
+    assert!(
+        err.contains("NetworkPolicy x/broken"),
+        "names the object: {err}"
+    );
+    assert!(
+        err.contains("spec.ingress[0].ports[0].endPort"),
+        "names the field: {err}"
+    );
     let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     // The broken policy is left out, so nothing is isolated.
     assert_eq!(v.len(), 2);

@@ -23,13 +23,19 @@ fn furynet(args: &[&str]) -> (i32, String, String) {
 }
 
 fn check_golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create)", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create)",
+            path.display()
+        )
+    });
     assert!(
         expected == actual,
         "{name} differs from golden file {}\n--- expected\n{expected}\n--- actual\n{actual}",
@@ -53,7 +59,10 @@ fn examples_table_and_json() {
         for (fmt, ext) in [("table", "txt"), ("json", "json"), ("wide", "wide.txt")] {
             let (code, out, err) = furynet(&["analyze", &file, "-o", fmt]);
             assert_eq!(code, 0, "{ex} -o {fmt}: stderr: {err}");
-            assert!(!err.contains("error:"), "{ex}: unexpected diagnostics: {err}");
+            assert!(
+                !err.contains("error:"),
+                "{ex}: unexpected diagnostics: {err}"
+            );
             check_golden(&format!("{ex}.{ext}"), &out);
         }
     }
@@ -71,18 +80,47 @@ fn explain_golden() {
     let cases: &[(&str, &[&str])] = &[
         (
             "explain-denied.txt",
-            &["analyze", "examples/analyze/default-deny.yaml", "--explain", "--from", "dev/tester", "--to", "prod/web", "--port", "80"],
+            &[
+                "analyze",
+                "examples/analyze/default-deny.yaml",
+                "--explain",
+                "--from",
+                "dev/tester",
+                "--to",
+                "prod/web",
+                "--port",
+                "80",
+            ],
         ),
         (
             "explain-allowed.txt",
-            &["analyze", "examples/demo", "--explain", "--from", "api/backend-$POD", "--to", "data/postgres-0", "--port", "5432/TCP"],
+            &[
+                "analyze",
+                "examples/demo",
+                "--explain",
+                "--from",
+                "api/backend-$POD",
+                "--to",
+                "data/postgres-0",
+                "--port",
+                "5432/TCP",
+            ],
         ),
     ];
     for (golden, args) in cases {
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         if args.iter().any(|a| a.contains("$POD")) {
             // Resolve the first backend pod's generated name from the JSON output.
-            let (_, json, _) = furynet(&["analyze", "examples/demo", "-o", "json", "--from", "api", "--to", "data/postgres-0"]);
+            let (_, json, _) = furynet(&[
+                "analyze",
+                "examples/demo",
+                "-o",
+                "json",
+                "--from",
+                "api",
+                "--to",
+                "data/postgres-0",
+            ]);
             let v: serde_json::Value = serde_json::from_str(&json).unwrap();
             let src = v[0]["src"].as_str().unwrap().to_string();
             for a in &mut args {

@@ -235,7 +235,10 @@ fn overlay(base: &Cluster, scenario: Cluster) -> Cluster {
     for ns in scenario.namespaces {
         // The loader adds a label-less namespace for every namespace a policy merely refers to;
         // only namespaces the scenario really defines (with labels of their own) replace the base.
-        let only_automatic = ns.labels.keys().all(|k| k == furynet_model::NAMESPACE_NAME_LABEL);
+        let only_automatic = ns
+            .labels
+            .keys()
+            .all(|k| k == furynet_model::NAMESPACE_NAME_LABEL);
         if only_automatic && cluster.namespace(&ns.name).is_some() {
             continue;
         }
