@@ -212,15 +212,33 @@ impl Loader {
             ..Subject::default()
         };
         self.report(origin, &subject, errs);
+        // Typed lists as the API server returns them (`PodList`, ...) omit `kind` and
+        // `apiVersion` on their items: take them from the list.
+        let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
+        let list_version = match v {
+            Value::Object(m) => field(m, "apiVersion").cloned(),
+            _ => None,
+        };
         for (i, item) in items.iter().enumerate() {
             let origin = Origin {
                 item: Some(i),
                 ..origin.clone()
             };
-            if item.is_null() {
-                continue;
+            match (item, item_kind) {
+                (Value::Null, _) => {}
+                (Value::Object(m), Some(k)) if !m.contains_key("kind") => {
+                    let mut filled = m.clone();
+                    filled.insert("kind".into(), Value::String(k.to_string()));
+                    if let Some(av) = list_version
+                        .clone()
+                        .filter(|_| !m.contains_key("apiVersion"))
+                    {
+                        filled.insert("apiVersion".into(), av);
+                    }
+                    self.add_object(&origin, &Value::Object(filled));
+                }
+                _ => self.add_object(&origin, item),
             }
-            self.add_object(&origin, item);
         }
     }
 
