@@ -125,7 +125,8 @@ pub fn crud(ds: &dyn Datastore) -> Outcome {
 /// create on an existing key fails with AlreadyExists and changes nothing.
 pub fn create_existing_fails(ds: &dyn Datastore) -> Outcome {
     let r = ds.create("ce/k", b"first", None)?;
-    let before = ds.current_revision()?;
+    // The store revision may move (other clients share it); the key's history must not.
+    let mut w = ds.watch("ce/", r + 1)?;
     match ds.create("ce/k", b"second", None) {
         Err(Error::AlreadyExists { key, mod_revision }) => {
             ensure_eq!(key, "ce/k", "AlreadyExists names the key");
@@ -147,10 +148,11 @@ pub fn create_existing_fails(ds: &dyn Datastore) -> Outcome {
         "value after failed create"
     );
     ensure_eq!(
-        ds.current_revision()?,
-        before,
-        "a failed create must not bump the revision"
+        ds.get("ce/k")?.map(|kv| kv.mod_revision),
+        Some(r),
+        "a failed create must not write"
     );
+    expect_quiet(&mut w, Duration::from_millis(200))?;
     Ok(())
 }
 
@@ -158,7 +160,7 @@ pub fn create_existing_fails(ds: &dyn Datastore) -> Outcome {
 pub fn cas_conflicts(ds: &dyn Datastore) -> Outcome {
     let r1 = ds.create("cas/k", b"v1", None)?;
     let r2 = ds.update("cas/k", b"v2", r1)?;
-    let before = ds.current_revision()?;
+    let mut w = ds.watch("cas/", r2 + 1)?;
     match ds.update("cas/k", b"stale", r1) {
         Err(e) => {
             ensure!(e.is_retryable(), "a conflict is retryable (CAS loops)");
@@ -194,10 +196,11 @@ pub fn cas_conflicts(ds: &dyn Datastore) -> Outcome {
         "value after conflicts"
     );
     ensure_eq!(
-        ds.current_revision()?,
-        before,
-        "failed CAS must not bump the revision"
+        ds.get("cas/k")?.map(|kv| kv.mod_revision),
+        Some(r2),
+        "a failed CAS must not write"
     );
+    expect_quiet(&mut w, Duration::from_millis(200))?;
 
     let r3 = ds.delete("cas/k", Some(r2))?;
     ensure!(
@@ -215,14 +218,16 @@ pub fn cas_conflicts(ds: &dyn Datastore) -> Outcome {
     Ok(())
 }
 
-/// list returns a consistent snapshot and the revision it was read at.
+/// list returns a consistent, sorted snapshot and the revision it was read at, also when
+/// it is larger than one page of a paginating backend (etcd pages at 1000 keys).
 pub fn list_is_a_snapshot(ds: &dyn Datastore) -> Outcome {
+    const KEYS: usize = 1050;
     let mut last = 0;
-    for i in 0..20 {
-        last = ds.create(&format!("snap/{i:02}"), format!("{i}").as_bytes(), None)?;
+    for i in 0..KEYS {
+        last = ds.create(&format!("snap/{i:04}"), format!("{i}").as_bytes(), None)?;
     }
     let (kvs, rev) = ds.list("snap/")?;
-    ensure_eq!(kvs.len(), 20, "all keys listed");
+    ensure_eq!(kvs.len(), KEYS, "all keys listed");
     ensure!(
         rev >= last,
         "list revision {rev} older than last write {last}"
@@ -234,6 +239,12 @@ pub fn list_is_a_snapshot(ds: &dyn Datastore) -> Outcome {
     ensure!(
         kvs.windows(2).all(|w| w[0].key < w[1].key),
         "list not sorted by key"
+    );
+    ensure!(
+        kvs.iter()
+            .enumerate()
+            .all(|(i, kv)| kv.value == i.to_string().into_bytes()),
+        "listed values do not match their keys"
     );
     ensure!(
         ds.list("snap/zzz")?.0.is_empty(),

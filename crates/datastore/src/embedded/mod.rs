@@ -213,7 +213,10 @@ impl EmbeddedStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(op)?;
         let now = self.options.clock.now_ms();
-        schema::sweep_expired(&tx, now).ctx(op)?;
+        let expired = schema::sweep_expired(&tx, now).ctx(op)?;
+        if expired > 0 {
+            tracing::debug!(expired, op, "embedded datastore: ended expired leases");
+        }
         let out = f(&tx, now)?;
         tx.commit().ctx(op)?;
         Ok(out)

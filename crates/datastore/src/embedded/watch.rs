@@ -60,6 +60,7 @@ impl WatchTask {
                     seen_version = None;
                 }
                 Err(e) => {
+                    tracing::debug!(error = %e, "embedded datastore: watch ended");
                     let _ = self.tx.send(Err(e));
                     return;
                 }

@@ -12,7 +12,8 @@ use super::BACKEND;
 
 /// Map an etcd-client error to ours: connection trouble and server-side timeouts are
 /// retryable [`Error::Unavailable`]; a missing lease is [`Error::LeaseNotFound`] (the caller
-/// fills in the lease id).
+/// fills in the lease id); "revision compacted" is [`Error::Compacted`] with unknown (0)
+/// revisions (the callers that can meet it handle it).
 pub(super) fn map_err(op: &'static str, e: etcd_client::Error) -> Error {
     use etcd_client::Error as E;
     use tonic::Code;
@@ -33,23 +34,23 @@ pub(super) fn map_err(op: &'static str, e: etcd_client::Error) -> Error {
                     compact_revision: 0,
                 };
             }
+            if msg.contains("future revision") {
+                return Error::InvalidArgument {
+                    op,
+                    reason: msg.to_owned(),
+                };
+            }
             match status.code() {
                 Code::Unavailable
                 | Code::DeadlineExceeded
                 | Code::Cancelled
                 | Code::Aborted
                 | Code::ResourceExhausted
-                | Code::Unknown
-                    if !msg.contains("future revision") =>
-                {
-                    unavailable(format!("{:?}: {msg}", status.code()))
-                }
-                Code::InvalidArgument | Code::OutOfRange if !msg.contains("future revision") => {
-                    Error::InvalidArgument {
-                        op,
-                        reason: msg.to_owned(),
-                    }
-                }
+                | Code::Unknown => unavailable(format!("{:?}: {msg}", status.code())),
+                Code::InvalidArgument | Code::OutOfRange => Error::InvalidArgument {
+                    op,
+                    reason: msg.to_owned(),
+                },
                 code => Error::Backend {
                     backend: BACKEND,
                     op,

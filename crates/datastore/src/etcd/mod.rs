@@ -134,39 +134,8 @@ impl EtcdStore {
         to_kv(&self.root, op, kv)
     }
 
-    /// The current value of a key read in the failure branch of a transaction.
-    fn failure_get(
-        &self,
-        op: &'static str,
-        resp: &etcd_client::TxnResponse,
-    ) -> Result<Option<KeyValue>> {
-        for r in resp.op_responses() {
-            if let TxnOpResponse::Get(get) = r {
-                return get.kvs().first().map(|kv| self.kv(op, kv)).transpose();
-            }
-        }
-        Err(Error::Corrupt {
-            backend: BACKEND,
-            op,
-            detail: "transaction failure branch returned no read".into(),
-        })
-    }
-}
-
-impl Datastore for EtcdStore {
-    fn backend(&self) -> &'static str {
-        BACKEND
-    }
-
-    fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        const OP: &str = "get";
-        check_key(OP, key)?;
-        let full = self.root.full(key);
-        let resp = self.call(OP, |mut c| async move { c.get(full, None).await })?;
-        resp.kvs().first().map(|kv| self.kv(OP, kv)).transpose()
-    }
-
-    fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
+    /// One consistent listing, page by page at the first page's revision.
+    fn list_pages(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
         const OP: &str = "list";
         let start = self.root.full(prefix);
         let end = prefix_end(&start).unwrap_or_else(|| vec![0]);
@@ -200,6 +169,54 @@ impl Datastore for EtcdStore {
                 _ => return Ok((out, revision)),
             }
         }
+    }
+
+    /// The current value of a key read in the failure branch of a transaction.
+    fn failure_get(
+        &self,
+        op: &'static str,
+        resp: &etcd_client::TxnResponse,
+    ) -> Result<Option<KeyValue>> {
+        for r in resp.op_responses() {
+            if let TxnOpResponse::Get(get) = r {
+                return get.kvs().first().map(|kv| self.kv(op, kv)).transpose();
+            }
+        }
+        Err(Error::Corrupt {
+            backend: BACKEND,
+            op,
+            detail: "transaction failure branch returned no read".into(),
+        })
+    }
+}
+
+impl Datastore for EtcdStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        const OP: &str = "get";
+        check_key(OP, key)?;
+        let full = self.root.full(key);
+        let resp = self.call(OP, |mut c| async move { c.get(full, None).await })?;
+        resp.kvs().first().map(|kv| self.kv(OP, kv)).transpose()
+    }
+
+    fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
+        // A listing spanning several pages reads them all at the first page's revision; if
+        // that revision is compacted meanwhile, start over at a newer one.
+        for _ in 0..3 {
+            match self.list_pages(prefix) {
+                Err(Error::Compacted { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(Error::Unavailable {
+            backend: BACKEND,
+            op: "list",
+            reason: "history was compacted under three listings in a row; retry".into(),
+        })
     }
 
     fn create(&self, key: &str, value: &[u8], lease: Option<i64>) -> Result<i64> {
@@ -342,12 +359,10 @@ impl Datastore for EtcdStore {
             Ok(_) => Ok(()),
             // Already compacted at or beyond `revision`: nothing to do.
             Err(Error::Compacted { .. }) => Ok(()),
-            Err(Error::Backend { reason, .. }) if reason.contains("future revision") => {
-                Err(Error::InvalidArgument {
-                    op: OP,
-                    reason: format!("revision {revision} is in the future ({reason})"),
-                })
-            }
+            Err(Error::InvalidArgument { reason, .. }) => Err(Error::InvalidArgument {
+                op: OP,
+                reason: format!("revision {revision} is in the future ({reason})"),
+            }),
             Err(e) => Err(e),
         }
     }
