@@ -37,8 +37,10 @@ pub use watch::Watch;
 
 /// Cluster state with revisions, compare-and-swap, watch and leases.
 ///
-/// All methods block. Revisions are cluster-wide: every successful write returns the new
-/// store revision, and that revision becomes the written key's `mod_revision`.
+/// All methods block. From async code, call them inside `tokio::task::spawn_blocking` (the
+/// etcd backend refuses calls made on an async runtime thread). Revisions are store-wide:
+/// every successful write returns the new store revision, and that revision becomes the
+/// written key's `mod_revision`.
 pub trait Datastore: Send + Sync + std::fmt::Debug {
     /// Backend name: `embedded`, `etcd`.
     fn backend(&self) -> &'static str;

@@ -63,3 +63,18 @@ fn unreachable_etcd_is_a_retryable_error() {
     let err = store.get("anything").unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
 }
+
+#[test]
+fn calling_from_async_code_is_refused_not_a_panic() {
+    let config = DatastoreConfig::Etcd {
+        endpoints: vec!["http://127.0.0.1:1".into()],
+    };
+    let store = furynet_datastore::open(&config).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let err = rt.block_on(async { store.get("k") }).unwrap_err();
+    assert!(err.to_string().contains("spawn_blocking"), "{err}");
+    // Dropping the store (and its runtime) inside async code must not panic either.
+    rt.block_on(async move { drop(store) });
+}

@@ -15,7 +15,7 @@ use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn,
     TxnOp, TxnOpResponse, WatchOptions,
 };
-use tokio::runtime::Runtime;
+use tokio::runtime::{Handle, Runtime};
 
 use crate::error::{Error, Result};
 use crate::keys::{check_key, check_revision, prefix_end, Root};
@@ -49,9 +49,39 @@ impl Default for EtcdOptions {
     }
 }
 
+/// The client's runtime. Shut down without waiting when the last user (the store or a watch
+/// thread) lets go, so dropping a store never blocks or panics, even inside async code.
+struct OwnedRuntime {
+    handle: Handle,
+    runtime: Option<Runtime>,
+}
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl OwnedRuntime {
+    /// Run `fut` to completion on the calling thread (I/O is driven by the worker thread).
+    /// tokio forbids this on a thread that is already running async code, so refuse there
+    /// instead of panicking.
+    fn block_on<F: Future>(&self, op: &'static str, fut: F) -> Result<F::Output> {
+        if Handle::try_current().is_ok() {
+            return Err(Error::InvalidArgument {
+                op,
+                reason: "the datastore API blocks; from async code call it inside tokio::task::spawn_blocking".into(),
+            });
+        }
+        Ok(self.handle.block_on(fut))
+    }
+}
+
 /// A datastore in an etcd v3 cluster.
 pub struct EtcdStore {
-    rt: Arc<Runtime>,
+    rt: Arc<OwnedRuntime>,
     client: Client,
     root: Root,
     endpoints: Vec<String>,
@@ -95,15 +125,19 @@ impl EtcdStore {
             .with_connect_timeout(options.connect_timeout)
             .with_timeout(options.request_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let rt = Arc::new(OwnedRuntime {
+            handle: rt.handle().clone(),
+            runtime: Some(rt),
+        });
         let client = rt
-            .block_on(Client::connect(endpoints, Some(connect_options)))
+            .block_on("open", Client::connect(endpoints, Some(connect_options)))?
             .map_err(|e| Error::Open {
                 backend: BACKEND,
                 location,
                 reason: e.to_string(),
             })?;
         Ok(EtcdStore {
-            rt: Arc::new(rt),
+            rt,
             client,
             root,
             endpoints: endpoints.to_vec(),
@@ -118,7 +152,7 @@ impl EtcdStore {
     {
         let timeout = self.options.request_timeout;
         let fut = f(self.client.clone());
-        self.rt.block_on(async move {
+        self.rt.block_on(op, async move {
             match tokio::time::timeout(timeout, fut).await {
                 Ok(r) => r.map_err(|e| map_err(op, e)),
                 Err(_) => Err(Error::Timeout {
@@ -127,7 +161,7 @@ impl EtcdStore {
                     after: timeout,
                 }),
             }
-        })
+        })?
     }
 
     fn kv(&self, op: &'static str, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
@@ -337,7 +371,8 @@ impl Datastore for EtcdStore {
             .name("furynet-etcd-watch".into())
             .spawn(move || {
                 let pump = convert::pump(stream, root, from, tx, stop_rx);
-                rt.block_on(pump);
+                // A watch thread never runs inside async code, so this cannot be refused.
+                let _ = rt.block_on(OP, pump);
             })
             .map_err(|e| Error::Backend {
                 backend: BACKEND,
