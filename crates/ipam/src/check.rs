@@ -262,7 +262,7 @@ impl<S: Store> Ipam<S> {
                 (Family::of_net(&b.cidr), s, e, b.cidr)
             })
             .collect();
-        spans.sort();
+        spans.sort_by_key(|&(f, s, e, _)| (f, s, std::cmp::Reverse(e)));
         for (i, a) in spans.iter().enumerate() {
             for b in &spans[i + 1..] {
                 if b.0 != a.0 || b.1 > a.2 {
