@@ -1,5 +1,5 @@
 //! Shared helpers for the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
