@@ -459,7 +459,9 @@ impl<S: Store> Run<'_, S> {
                 let ours = fresh.iter().find(|a| a.family() == fam);
                 if let Some(k) = kept.iter().find(|a| Family::of_addr(&a.ip) == fam) {
                     chosen.push(Allocation::from(*k));
-                    extras.extend(ours.copied());
+                    // Ours may be the very address the record lists (a stale entry for an
+                    // address we just got again): then it is not an extra to give back.
+                    extras.extend(ours.filter(|a| a.ip != k.ip || a.block != k.block).copied());
                 } else if let Some(a) = ours {
                     chosen.push(*a);
                     kept.push(HandleAddress::from(*a));

@@ -181,6 +181,17 @@ impl<S: Store> Ipam<S> {
             }
         }
 
+        // 3 and 4 look at the blocks as steps 1 and 2 left them.
+        if let Err(e) = self.gc_blocks(ctx, &mut r) {
+            r.errors.push(e.to_string());
+        }
+        Ok(r)
+    }
+
+    /// Repair the affinity index and drop empty blocks, from a fresh snapshot.
+    fn gc_blocks(&self, ctx: &str, r: &mut GcReport) -> Result<(), IpamError> {
+        let tx = self.tx(ctx);
+        let snap = self.snapshot(ctx)?;
         // 3. Affinity index versus the blocks' affinity field (the truth).
         let index: BTreeSet<(&str, IpNet)> = snap
             .affinities
@@ -251,7 +262,7 @@ impl<S: Store> Ipam<S> {
                 }
             }
         }
-        Ok(r)
+        Ok(())
     }
 
     /// Free one allocation if the block still holds exactly it (same handle and timestamp),

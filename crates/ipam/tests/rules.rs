@@ -591,3 +591,21 @@ fn corrupt_handle_record_does_not_block_release() {
     assert_eq!(g.released.len(), 1);
     assert!(store.is_empty());
 }
+
+#[test]
+fn re_add_that_gets_a_stale_entry_address_again_keeps_it() {
+    // Regression (found by the fault proptest): a release that crashed after freeing the block
+    // but before deleting the record, then a repeated ADD that happens to get the same address
+    // afresh, must not give that address back as an "extra".
+    let (ipam, store, _) = setup();
+    let pools = [PoolConfig::new(net("10.0.0.0/16"))];
+    let r = req("c1", "n1", &pools);
+    let a = ipam.allocate(&r).unwrap();
+    store.remove(&block_key(&a[0].block));
+    store.remove(&affinity_key("n1", &a[0].block));
+    let r2 = req("c1", "n2", &pools);
+    let b = ipam.allocate(&r2).unwrap();
+    assert_eq!(b, a);
+    assert_eq!(held(&store), vec![(a[0].ip, "c1.eth0".to_string())]);
+    assert!(ipam.check().unwrap().is_clean());
+}
