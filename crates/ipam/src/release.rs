@@ -233,13 +233,24 @@ impl<S: Store> Ipam<S> {
         }
     }
 
-    /// Best-effort removal of an affinity index entry after its block was deleted. If the node
-    /// re-claimed the same block in between, the entry it needs may go too; the allocator's
-    /// slow path and the GC restore it from the block's `affinity` field.
+    /// Best-effort removal of an affinity index entry after its block was deleted. The entry is
+    /// kept if the node has re-claimed the block meanwhile; in the remaining race (re-claimed
+    /// between our check and our delete) the allocator's slow path and the GC restore the entry
+    /// from the block's `affinity` field.
     pub(crate) fn drop_affinity_index(&self, tx: Tx<'_>, node: &str, block: &IpNet) {
         let key = affinity_key(node, block);
-        if let Ok(Some(v)) = tx.get(&key) {
-            let _ = tx.delete(&key, v.revision);
+        let bkey = block_key(block);
+        for _ in 0..self.opts.max_attempts.max(1) {
+            let Ok(Some(v)) = tx.get(&key) else { return };
+            let reclaimed = match tx.get(&bkey) {
+                Ok(Some(b)) => BlockRecord::decode(tx.ctx, &bkey, &b.value)
+                    .is_ok_and(|b| b.affinity.as_deref() == Some(node)),
+                Ok(None) => false,
+                Err(_) => return,
+            };
+            if reclaimed || !matches!(tx.delete(&key, v.revision), Ok(Cas::Lost)) {
+                return;
+            }
         }
     }
 
