@@ -223,24 +223,14 @@ impl<S: Store> Ipam<S> {
             if ok {
                 continue;
             }
-            // Re-check the block now: it may have been claimed since the snapshot.
-            let block_key = crate::records::block_key(block);
-            let still_stale = match tx.get(&block_key) {
-                Ok(None) => true,
-                Ok(Some(v)) => crate::records::BlockRecord::decode(ctx, &block_key, &v.value)
-                    .map(|b| b.affinity.as_deref() != Some(node.as_str()))
-                    .unwrap_or(true),
-                Err(e) => {
-                    r.errors.push(e.to_string());
-                    false
+            match self.remove_affinity_entry(tx, node, block, *rev) {
+                Ok(Cas::Done) => {
+                    if tx.get(key).is_ok_and(|v| v.is_none()) {
+                        r.affinity_entries_removed += 1;
+                    }
                 }
-            };
-            if still_stale {
-                match tx.delete(key, *rev) {
-                    Ok(Cas::Done) => r.affinity_entries_removed += 1,
-                    Ok(Cas::Lost) => {}
-                    Err(e) => r.errors.push(e.to_string()),
-                }
+                Ok(Cas::Lost) => {}
+                Err(e) => r.errors.push(e.to_string()),
             }
         }
 

@@ -10,7 +10,7 @@ use crate::clock::Backoff;
 use crate::error::IpamError;
 use crate::records::{
     affinity_key, affinity_prefix, block_key, decode_json, encode_json, handle_key, unescape_cidr,
-    AllocationRecord, BlockRecord, HandleRecord, BLOCKS_PREFIX,
+    AffinityRecord, AllocationRecord, BlockRecord, HandleRecord, BLOCKS_PREFIX,
 };
 use crate::store::Store;
 use crate::tx::{Cas, Tx};
@@ -233,25 +233,54 @@ impl<S: Store> Ipam<S> {
         }
     }
 
-    /// Best-effort removal of an affinity index entry after its block was deleted. The entry is
-    /// kept if the node has re-claimed the block meanwhile; in the remaining race (re-claimed
-    /// between our check and our delete) the allocator's slow path and the GC restore the entry
-    /// from the block's `affinity` field.
+    /// Best-effort removal of an affinity index entry whose block is gone or no longer affine
+    /// to `node`. Race-free against the node re-claiming the block (block create, then index
+    /// create): the block is checked before deleting the entry (keep it if re-claimed) and again
+    /// after (re-create it if the claim landed in between; a later claim's own index create
+    /// then succeeds since the entry is gone).
     pub(crate) fn drop_affinity_index(&self, tx: Tx<'_>, node: &str, block: &IpNet) {
         let key = affinity_key(node, block);
-        let bkey = block_key(block);
         for _ in 0..self.opts.max_attempts.max(1) {
             let Ok(Some(v)) = tx.get(&key) else { return };
-            let reclaimed = match tx.get(&bkey) {
-                Ok(Some(b)) => BlockRecord::decode(tx.ctx, &bkey, &b.value)
-                    .is_ok_and(|b| b.affinity.as_deref() == Some(node)),
-                Ok(None) => false,
-                Err(_) => return,
-            };
-            if reclaimed || !matches!(tx.delete(&key, v.revision), Ok(Cas::Lost)) {
-                return;
+            match self.remove_affinity_entry(tx, node, block, v.revision) {
+                Ok(Cas::Lost) => continue,
+                _ => return,
             }
         }
+    }
+
+    /// One attempt of [`Self::drop_affinity_index`] at a known entry revision. `Done` also when
+    /// the entry was kept because the block is (again) affine to the node.
+    pub(crate) fn remove_affinity_entry(
+        &self,
+        tx: Tx<'_>,
+        node: &str,
+        block: &IpNet,
+        rev: i64,
+    ) -> Result<Cas, IpamError> {
+        let bkey = block_key(block);
+        let affine = || -> Result<bool, IpamError> {
+            Ok(match tx.get(&bkey)? {
+                Some(b) => BlockRecord::decode(tx.ctx, &bkey, &b.value)
+                    .is_ok_and(|b| b.affinity.as_deref() == Some(node)),
+                None => false,
+            })
+        };
+        if affine()? {
+            return Ok(Cas::Done);
+        }
+        let key = affinity_key(node, block);
+        if tx.delete(&key, rev)? == Cas::Lost {
+            return Ok(Cas::Lost);
+        }
+        if affine()? {
+            let rec = AffinityRecord {
+                node: node.to_owned(),
+                block: *block,
+            };
+            tx.create(&key, &encode_json(&rec))?;
+        }
+        Ok(Cas::Done)
     }
 
     /// Remove `ips` from `handle`'s record (deleting the record when it becomes empty).
