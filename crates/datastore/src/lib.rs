@@ -20,6 +20,8 @@ mod keys;
 mod types;
 mod watch;
 
+pub mod ipam_store;
+
 pub mod embedded;
 pub mod etcd;
 
