@@ -1,7 +1,9 @@
 //! `furynet`: the command-line entry point (analyze now; lab, ipam, observe as they land).
 
 mod analyze;
+mod ipam;
 mod out;
+mod store_arg;
 
 use std::process::ExitCode;
 
@@ -18,6 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Analyze(analyze::AnalyzeArgs),
+    Ipam(ipam::IpamArgs),
 }
 
 /// Exit codes, as documented in `--help` and the README.
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
+        Command::Ipam(args) => ipam::run(&args),
     };
     ExitCode::from(code)
 }
