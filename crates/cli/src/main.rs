@@ -1,6 +1,7 @@
 //! `furynet`: the command-line entry point (analyze now; lab, ipam, observe as they land).
 
 mod analyze;
+mod bench;
 mod ipam;
 mod out;
 mod store_arg;
@@ -21,6 +22,9 @@ struct Cli {
 enum Command {
     Analyze(analyze::AnalyzeArgs),
     Ipam(ipam::IpamArgs),
+    /// Benchmarks that compare furynet with a baseline in the same run.
+    #[command(hide = true)]
+    Bench(bench::BenchArgs),
 }
 
 /// Exit codes, as documented in `--help` and the README.
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
         Command::Ipam(args) => ipam::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     ExitCode::from(code)
 }
