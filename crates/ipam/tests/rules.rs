@@ -95,7 +95,9 @@ fn typical_allocation_is_two_reads_and_two_writes() {
     let ipam = Ipam::new(store.clone()).with_options(opts());
     let pools = [PoolConfig::new(net("10.0.0.0/16"))];
     ipam.allocate(&req("c0", "n1", &pools)).unwrap();
-    store.take();
+    // Claim: list affinity index + list block keys; create block (holding the address) +
+    // create affinity entry + create handle record.
+    assert_eq!(store.take(), (2, 3));
     ipam.allocate(&req("c1", "n1", &pools)).unwrap();
     // list affinity index + get block; CAS block + create handle record.
     assert_eq!(store.take(), (2, 2));
