@@ -441,7 +441,15 @@ impl<S: Store> Run<'_, S> {
                 try_create = true;
                 continue;
             };
-            let rec: HandleRecord = decode_json(self.tx.ctx, &key, &cur.value)?;
+            // A corrupt record is overwritten as if it listed nothing (blocks are the truth; any
+            // allocation it indexed becomes unindexed and the GC frees it).
+            let rec: HandleRecord =
+                decode_json(self.tx.ctx, &key, &cur.value).unwrap_or_else(|_| HandleRecord {
+                    handle: self.req.handle.clone(),
+                    node: self.node().to_owned(),
+                    attrs: self.req.attrs.clone(),
+                    addresses: Vec::new(),
+                });
             let mut kept: Vec<HandleAddress> = Vec::new();
             let mut changed = false;
             for a in &rec.addresses {
