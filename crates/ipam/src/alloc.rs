@@ -203,6 +203,8 @@ impl<S: Store> Run<'_, S> {
             .filter(|c| pool.cidr.contains(*c))
             .copied()
             .collect();
+        // In address order, so allocations pack into the lowest blocks and the others can empty
+        // out and be released. A node has few blocks (~pods per node / block size).
         for cidr in candidates {
             if let Some(a) = self.try_block(&block_key(&cidr), None, Want::Mine)? {
                 return Ok(Some(a));
@@ -270,30 +272,31 @@ impl<S: Store> Run<'_, S> {
             .create(&affinity_key(self.node(), cidr), &encode_json(&rec));
     }
 
-    /// No room in the indexed affine blocks: look at every block of the pool once, then
-    /// (a) use unindexed blocks affine to this node, (b) claim a new block, (c) adopt a block
-    /// affine to no node, (d) borrow from another node's block.
+    /// No room in the indexed affine blocks: (b) claim a new block (needs only the keys of the
+    /// existing blocks); failing that, read every block once and (a) use blocks affine to this
+    /// node that its index lacks, (c) adopt a block affine to no node, (d) borrow from another
+    /// node's block.
     fn slow_path(&mut self, pool: &PoolConfig) -> Result<Option<Allocation>, IpamError> {
         let family = pool.family();
         let (ps, pe) = span(&pool.cidr);
-        let mut occupied: Vec<(u128, u128)> = Vec::new();
+        let overlapping = |cidr: &IpNet| {
+            let (s, e) = span(cidr);
+            (Family::of_net(cidr) == family && s <= pe && e >= ps).then_some((s, e))
+        };
+        let occupied: Vec<(u128, u128)> = self
+            .tx
+            .list_keys(BLOCKS_PREFIX)?
+            .iter()
+            .filter_map(|k| k.strip_prefix(BLOCKS_PREFIX).and_then(unescape_cidr))
+            .filter_map(|c| overlapping(&c))
+            .collect();
+        if let Some(a) = self.claim(pool, occupied)? {
+            return Ok(Some(a));
+        }
+
         let mut blocks: Vec<(String, i64, BlockRecord)> = Vec::new();
         for (key, v) in self.tx.list(BLOCKS_PREFIX)? {
-            let (cidr, decoded) = match BlockRecord::decode(self.tx.ctx, &key, &v.value) {
-                Ok(b) => (b.cidr, Some(b)),
-                Err(_) => match key.strip_prefix(BLOCKS_PREFIX).and_then(unescape_cidr) {
-                    Some(c) => (c, None),
-                    None => continue,
-                },
-            };
-            if Family::of_net(&cidr) != family {
-                continue;
-            }
-            let (s, e) = span(&cidr);
-            if s <= pe && e >= ps {
-                occupied.push((s, e));
-            }
-            if let Some(b) = decoded {
+            if let Ok(b) = BlockRecord::decode(self.tx.ctx, &key, &v.value) {
                 if pool.cidr.contains(&b.cidr) && b.free() > 0 {
                     blocks.push((key, v.revision, b));
                 }
@@ -304,7 +307,6 @@ impl<S: Store> Run<'_, S> {
             let offset = fnv1a(self.node().as_bytes()) % blocks.len() as u64;
             blocks.rotate_left(usize::try_from(offset).unwrap_or(0));
         }
-
         // (a) Affine to us but missing from the index (a crash or race): repair and use.
         for (key, rev, b) in &blocks {
             if b.affinity.as_deref() == Some(self.node()) {
@@ -313,10 +315,6 @@ impl<S: Store> Run<'_, S> {
                     return Ok(Some(a));
                 }
             }
-        }
-        // (b) Claim a block-sized subnet no block covers yet.
-        if let Some(a) = self.claim(pool, occupied)? {
-            return Ok(Some(a));
         }
         // (c) Adopt an orphaned block (its node's affinity was released).
         for (key, rev, b) in &blocks {
@@ -443,7 +441,15 @@ impl<S: Store> Run<'_, S> {
                 try_create = true;
                 continue;
             };
-            let rec: HandleRecord = decode_json(self.tx.ctx, &key, &cur.value)?;
+            // A corrupt record is overwritten as if it listed nothing (blocks are the truth; any
+            // allocation it indexed becomes unindexed and the GC frees it).
+            let rec: HandleRecord =
+                decode_json(self.tx.ctx, &key, &cur.value).unwrap_or_else(|_| HandleRecord {
+                    handle: self.req.handle.clone(),
+                    node: self.node().to_owned(),
+                    attrs: self.req.attrs.clone(),
+                    addresses: Vec::new(),
+                });
             let mut kept: Vec<HandleAddress> = Vec::new();
             let mut changed = false;
             for a in &rec.addresses {

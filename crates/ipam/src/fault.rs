@@ -90,6 +90,11 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.list(prefix)
     }
 
+    fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.before(false)?;
+        self.inner.list_keys(prefix)
+    }
+
     fn create(&self, key: &str, value: &[u8]) -> Result<i64, StoreError> {
         if self.roll(|f| f.unavailable) {
             return Err(StoreError::Unavailable("injected fault".into()));

@@ -198,7 +198,10 @@ impl<S: Store> Ipam<S> {
             let Some(v) = tx.get(&key)? else {
                 return Ok(None);
             };
-            let mut b = BlockRecord::decode(tx.ctx, &key, &v.value)?;
+            // A corrupt block holds nothing we can free; `check()` reports it.
+            let Ok(mut b) = BlockRecord::decode(tx.ctx, &key, &v.value) else {
+                return Ok(None);
+            };
             let Some(ord) = b.ordinal_of(ip) else {
                 return Ok(None);
             };

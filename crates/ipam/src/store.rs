@@ -44,6 +44,12 @@ pub enum StoreError {
 pub trait Store: Send + Sync {
     fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
     fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError>;
+    /// The keys `list(prefix)` would return, without values. Backends that can skip the values
+    /// (etcd `keys_only`, a SQL column) should: IPAM uses it to find free space for a new block
+    /// without reading every block.
+    fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.list(prefix)?.into_iter().map(|(k, _)| k).collect())
+    }
     fn create(&self, key: &str, value: &[u8]) -> Result<i64, StoreError>;
     fn update(&self, key: &str, value: &[u8], expected_revision: i64) -> Result<i64, StoreError>;
     fn delete(&self, key: &str, expected_revision: i64) -> Result<(), StoreError>;
@@ -57,6 +63,9 @@ macro_rules! forward_store {
             }
             fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
                 (**self).list(prefix)
+            }
+            fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+                (**self).list_keys(prefix)
             }
             fn create(&self, key: &str, value: &[u8]) -> Result<i64, StoreError> {
                 (**self).create(key, value)
@@ -155,6 +164,10 @@ impl Store for MemStore {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.keys(prefix))
     }
 
     fn create(&self, key: &str, value: &[u8]) -> Result<i64, StoreError> {

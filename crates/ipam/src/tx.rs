@@ -63,6 +63,12 @@ impl<'a> Tx<'a> {
             .map_err(|e| self.fail("list", prefix, e))
     }
 
+    pub(crate) fn list_keys(&self, prefix: &str) -> Result<Vec<String>, IpamError> {
+        self.store
+            .list_keys(prefix)
+            .map_err(|e| self.fail("list", prefix, e))
+    }
+
     pub(crate) fn create(&self, key: &str, value: &[u8]) -> Result<Created, IpamError> {
         match self.store.create(key, value) {
             Ok(_) => Ok(Created::Done),

@@ -128,6 +128,10 @@ impl<S: Store> Store for CountingStore<S> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.list(prefix)
     }
+    fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.list_keys(prefix)
+    }
     fn create(&self, key: &str, value: &[u8]) -> Result<i64, StoreError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.create(key, value)
