@@ -42,9 +42,7 @@ impl Error {
     pub(crate) fn from_io(op: &'static str, object: impl Into<String>, source: io::Error) -> Self {
         let object = object.into();
         match source.raw_os_error() {
-            Some(libc_eexist) if libc_eexist == nix::errno::Errno::EEXIST as i32 => {
-                Error::Exists { op, object }
-            }
+            Some(e) if e == nix::errno::Errno::EEXIST as i32 => Error::Exists { op, object },
             Some(e)
                 if e == nix::errno::Errno::ENODEV as i32
                     || e == nix::errno::Errno::ENOENT as i32
