@@ -82,7 +82,11 @@ fn stats(samples: &mut [Duration]) -> Stats {
         let idx = ((samples.len() as f64 - 1.0) * q).round() as usize;
         samples.get(idx).copied().map_or(0.0, ms)
     };
-    Stats { median_ms: at(0.5), p99_ms: at(0.99), max_ms: samples.last().copied().map_or(0.0, ms) }
+    Stats {
+        median_ms: at(0.5),
+        p99_ms: at(0.99),
+        max_ms: samples.last().copied().map_or(0.0, ms),
+    }
 }
 
 struct Pod {
@@ -91,7 +95,10 @@ struct Pod {
 }
 
 fn sh(args: &[&str]) -> io::Result<()> {
-    let st = Command::new(args[0]).args(&args[1..]).stderr(Stdio::null()).status()?;
+    let st = Command::new(args[0])
+        .args(&args[1..])
+        .stderr(Stdio::null())
+        .status()?;
     if st.success() {
         Ok(())
     } else {
@@ -107,7 +114,13 @@ fn invoke(b: &CniBench, config: &[u8], cmd: &str, pod: &Pod) -> Result<Duration,
         .env("CNI_NETNS", format!("/var/run/netns/{}", pod.netns))
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", &b.cni_path)
-        .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={}", pod.netns))
+        .env(
+            "CNI_ARGS",
+            format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={}",
+                pod.netns
+            ),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -166,7 +179,10 @@ fn cni(b: &CniBench) -> Result<CniReport, String> {
     let config = std::fs::read(&b.config).map_err(|e| format!("{}: {e}", b.config.display()))?;
     let tag = std::process::id();
     let pods: Vec<Pod> = (0..b.pods)
-        .map(|i| Pod { netns: format!("fnyb-{tag}-{i}"), container_id: format!("bench{tag}x{i}") })
+        .map(|i| Pod {
+            netns: format!("fnyb-{tag}-{i}"),
+            container_id: format!("bench{tag}x{i}"),
+        })
         .collect();
     eprint!("creating {} pod namespaces... ", pods.len());
     for p in &pods {
@@ -179,11 +195,13 @@ fn cni(b: &CniBench) -> Result<CniReport, String> {
         }
     };
     eprintln!("ADD x{} ({} at a time)...", b.pods, b.parallel);
-    let (mut add, add_err, add_wall) =
-        run_all(pods.len(), b.parallel, &|i| invoke(b, &config, "ADD", &pods[i]));
+    let (mut add, add_err, add_wall) = run_all(pods.len(), b.parallel, &|i| {
+        invoke(b, &config, "ADD", &pods[i])
+    });
     eprintln!("DEL x{}...", b.pods);
-    let (mut del, del_err, _) =
-        run_all(pods.len(), b.parallel, &|i| invoke(b, &config, "DEL", &pods[i]));
+    let (mut del, del_err, _) = run_all(pods.len(), b.parallel, &|i| {
+        invoke(b, &config, "DEL", &pods[i])
+    });
     cleanup();
     for e in add_err.iter().chain(del_err.iter()).take(3) {
         eprintln!("failure: {e}");
@@ -205,7 +223,8 @@ pub fn run(args: &BenchArgs) -> u8 {
     match &args.command {
         BenchCommand::Cni(b) => match cni(b) {
             Ok(r) => {
-                let res = with_stdout(|w| match b.output {
+                let res = with_stdout(|w| {
+                    match b.output {
                     Format::Json | Format::Yaml => {
                         serde_json::to_writer(&mut *w, &r)?;
                         writeln!(w)
@@ -216,6 +235,7 @@ pub fn run(args: &BenchArgs) -> u8 {
                         r.name, r.pods, r.parallel, r.add.median_ms, r.add.p99_ms, r.del.median_ms,
                         r.del.p99_ms, r.add_per_second, r.failures
                     ),
+                }
                 });
                 match res {
                     Ok(()) if r.failures == 0 => exit::OK,

@@ -1,8 +1,7 @@
 //! The IPAM seam: the plugin's narrow view of address allocation.
 //!
-//! Today it is implemented by [`crate::filealloc::FileAllocator`], a temporary stand-in; when
-//! `furynet-ipam` (block IPAM over `furynet-datastore`) merges, an adapter implementing this
-//! trait over `Ipam::{allocate, release, gc}` replaces it and nothing else in the plugin changes.
+//! [`crate::ipamalloc::IpamAllocator`] implements it with `furynet-ipam` (block IPAM) over
+//! `furynet-datastore`; unit tests use a recording fake.
 
 use std::fmt;
 use std::net::IpAddr;

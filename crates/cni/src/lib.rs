@@ -10,7 +10,7 @@ pub mod check;
 pub mod config;
 pub mod env;
 pub mod error;
-pub mod filealloc;
+pub mod ipamalloc;
 pub mod plugin;
 pub mod result;
 pub mod teardown;
@@ -23,31 +23,26 @@ mod tests;
 pub use plugin::{log_conf_hint, run, Deps, Outcome};
 pub use wiring::host_veth_name;
 
-use std::time::Duration;
-
 use alloc::{AllocError, Allocator};
 use config::{DatastoreConf, NetConf};
+use furynet_datastore::DatastoreConfig;
+use furynet_ipam::PoolConfig;
 
-/// Opens the allocator for a configuration: today the temporary file-backed one
-/// ([`filealloc`]) for the `embedded` datastore. `etcd` needs `furynet-ipam` and
-/// `furynet-datastore`, which replace this function when they merge.
-pub fn open_allocator(
-    conf: &NetConf,
-    node: &str,
-    lock_timeout: Duration,
-) -> Result<Box<dyn Allocator>, AllocError> {
-    match &conf.datastore {
-        DatastoreConf::Embedded { path } => Ok(Box::new(filealloc::FileAllocator::open(
-            path,
-            &conf.name,
-            node,
-            &conf.pools,
-            lock_timeout,
-        )?)),
-        DatastoreConf::Etcd { .. } => Err(AllocError::Failed(
-            "the etcd datastore needs furynet-ipam/furynet-datastore, not in this build yet; \
-             use {\"type\":\"embedded\"}"
-                .into(),
-        )),
-    }
+/// Opens the allocator for a configuration: block IPAM (`furynet-ipam`) on the configured
+/// datastore (embedded SQLite file or etcd).
+pub fn open_allocator(conf: &NetConf, node: &str) -> Result<Box<dyn Allocator>, AllocError> {
+    let datastore = match &conf.datastore {
+        DatastoreConf::Embedded { path } => DatastoreConfig::Embedded { path: path.clone() },
+        DatastoreConf::Etcd { endpoints } => DatastoreConfig::Etcd {
+            endpoints: endpoints.clone(),
+        },
+    };
+    let pools = conf
+        .pools
+        .iter()
+        .map(|p| PoolConfig::with_block_prefix(p.cidr, p.block_prefix))
+        .collect();
+    Ok(Box::new(ipamalloc::IpamAllocator::open(
+        &datastore, &conf.name, node, pools,
+    )?))
 }

@@ -6,11 +6,9 @@ use std::fs::{self, OpenOptions};
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use furynet_cni::config::{LogConf, NetConf};
 use furynet_cni::error::{code, CniError};
-use furynet_cni::filealloc::{DEFAULT_LOCK_TIMEOUT, LOCK_TIMEOUT_ENV};
 use furynet_cni::{log_conf_hint, open_allocator, run, Deps};
 use furynet_dataplane::LinuxKernel;
 use tracing::Level;
@@ -34,13 +32,8 @@ fn main() -> ExitCode {
     }
     init_logging(&log_conf_hint(&stdin));
 
-    let lock_timeout = std::env::var(LOCK_TIMEOUT_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_LOCK_TIMEOUT);
     let kernel = LinuxKernel::new();
-    let allocator = move |conf: &NetConf, node: &str| open_allocator(conf, node, lock_timeout);
+    let allocator = |conf: &NetConf, node: &str| open_allocator(conf, node);
     let hostname = || {
         nix::unistd::gethostname()
             .ok()

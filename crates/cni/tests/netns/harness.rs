@@ -272,17 +272,29 @@ impl Lab {
 
     /// Handle keys (`network/containerID/ifname`) of the stand-in allocator's file.
     pub fn allocations(&self) -> BTreeMap<String, Value> {
-        let path = self.datastore.path().join("cni-ipam.json");
-        match std::fs::read(&path) {
-            Ok(b) => {
-                let v: Value = serde_json::from_slice(&b).expect("state file is JSON");
-                v["allocations"]
-                    .as_object()
-                    .map(|m| m.clone().into_iter().collect())
-                    .unwrap_or_default()
-            }
-            Err(_) => BTreeMap::new(),
-        }
+        // The real IPAM state: handle records in the embedded datastore.
+        let ds = furynet_datastore::open(&furynet_datastore::DatastoreConfig::Embedded {
+            path: self.datastore.path().to_path_buf(),
+        })
+        .expect("open the embedded datastore");
+        let (records, _) = ds
+            .list(furynet_ipam::records::HANDLES_PREFIX)
+            .expect("list handles");
+        records
+            .into_iter()
+            .map(|kv| {
+                let rec: furynet_ipam::records::HandleRecord =
+                    serde_json::from_slice(&kv.value).expect("handle record is JSON");
+                let key = format!(
+                    "k8s-pod-network/{}/{}",
+                    rec.attrs.container_id, rec.attrs.ifname
+                );
+                let ips: Vec<String> = rec.addresses.iter().map(|a| a.ip.to_string()).collect();
+                let v = json!({"podName": rec.attrs.pod, "podNamespace": rec.attrs.namespace,
+                               "node": rec.node, "ips": ips});
+                (key, v)
+            })
+            .collect()
     }
 
     /// The furynet host interfaces in the host namespace.

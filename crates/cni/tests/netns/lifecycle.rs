@@ -24,10 +24,22 @@ fn add_ping_check_del() {
     assert_eq!(res["interfaces"][1]["name"], "eth0");
     assert_eq!(res["interfaces"][1]["sandbox"], pod.path_str());
     assert_eq!(res["interfaces"][1]["mtu"], 1450);
-    assert_eq!(
-        res["ips"],
-        json!([{"address":"10.244.0.1/32","interface":1},{"address":"fd00:10:244::1/128","interface":1}])
+    // One address per family, from the node's block (where the block starts in the pool is
+    // hashed from the node name), as /32 and /128 on the pod interface (index 1).
+    let ips = res["ips"].as_array().unwrap();
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    assert!(ips.iter().all(|ip| ip["interface"] == 1));
+    let v4: ipnet::IpNet = ips[0]["address"].as_str().unwrap().parse().unwrap();
+    let v6: ipnet::IpNet = ips[1]["address"].as_str().unwrap().parse().unwrap();
+    assert_eq!(v4.prefix_len(), 32);
+    assert_eq!(v6.prefix_len(), 128);
+    let pool4: ipnet::IpNet = "10.244.0.0/16".parse().unwrap();
+    let pool6: ipnet::IpNet = "fd00:10:244::/56".parse().unwrap();
+    assert!(
+        pool4.contains(&v4.addr()) && pool6.contains(&v6.addr()),
+        "{ips:?}"
     );
+    let (v4, v6) = (v4.addr().to_string(), v6.addr().to_string());
     assert_eq!(
         res["routes"],
         json!([{"dst":"0.0.0.0/0","gw":"169.254.1.1"},{"dst":"::/0","gw":"fe80::ecee:eeff:feee:eeee"}])
@@ -41,13 +53,10 @@ fn add_ping_check_del() {
         "{link}"
     );
     let routes = lab.host.ip(&["route", "show", "proto", "154"]);
-    assert_eq!(
-        routes.trim(),
-        format!("10.244.0.1 dev {host_if} scope link")
-    );
+    assert_eq!(routes.trim(), format!("{v4} dev {host_if} scope link"));
     let routes6 = lab.host.ip(&["-6", "route", "show", "proto", "154"]);
     assert!(
-        routes6.contains(&format!("fd00:10:244::1 dev {host_if}")),
+        routes6.contains(&format!("{v6} dev {host_if}")),
         "{routes6}"
     );
     assert_eq!(
@@ -82,21 +91,21 @@ fn add_ping_check_del() {
 
     // Traffic both ways, both families.
     assert!(pod.ping(HOST_V4), "pod -> host over IPv4");
-    assert!(lab.host.ping("10.244.0.1"), "host -> pod over IPv4");
+    assert!(lab.host.ping(&v4), "host -> pod over IPv4");
     assert!(pod.ping(HOST_V6), "pod -> host over IPv6");
-    assert!(lab.host.ping("fd00:10:244::1"), "host -> pod over IPv6");
+    assert!(lab.host.ping(&v6), "host -> pod over IPv6");
 
     // CHECK against the ADD result.
     let mut check = conf.clone();
     check["prevResult"] = res.clone();
     lab.verb("CHECK", "c1", Some(&pod), &check).ok_silent();
-    pod.ip(&["-6", "addr", "del", "fd00:10:244::1/128", "dev", "eth0"]);
+    pod.ip(&["-6", "addr", "del", &format!("{v6}/128"), "dev", "eth0"]);
     let e = lab.verb("CHECK", "c1", Some(&pod), &check).err(103);
     assert!(
         e["details"]
             .as_str()
             .unwrap()
-            .contains("address fd00:10:244::1/128 is missing from eth0"),
+            .contains(&format!("address {v6}/128 is missing from eth0")),
         "{e}"
     );
 

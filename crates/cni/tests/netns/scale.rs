@@ -74,29 +74,31 @@ fn pool_exhaustion_leaves_nothing_behind() {
     }
     let lab = Lab::new();
     let mut conf = lab.conf("1.1.0");
-    // A /30: four addresses, the first and last reserved -> two pods.
+    // A /30 pool is smaller than a block, so it is one block of four addresses, every one of
+    // them usable (pods get /32s, as with Calico's IPAM): four pods, the fifth is refused.
     conf["ipam"] = serde_json::json!({"pools": ["10.99.0.0/30"]});
     let status = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/opt/cni/bin")];
-    let pods: Vec<Ns> = (0..3).map(|_| Ns::new("x")).collect();
-    let a = lab.add("ex0", &pods[0], &conf).ok();
-    let b = lab.add("ex1", &pods[1], &conf).ok();
-    assert_eq!(result_ips(&a), ["10.99.0.1"]);
-    assert_eq!(result_ips(&b), ["10.99.0.2"]);
-    let e = lab.add("ex2", &pods[2], &conf).err(100);
+    let pods: Vec<Ns> = (0..5).map(|_| Ns::new("x")).collect();
+    for (i, pod) in pods.iter().take(4).enumerate() {
+        let r = lab.add(&format!("ex{i}"), pod, &conf).ok();
+        assert_eq!(result_ips(&r), [format!("10.99.0.{i}")]);
+    }
+    let e = lab.add("ex4", &pods[4], &conf).err(100);
     assert!(
         e["details"].as_str().unwrap().contains("10.99.0.0/30"),
         "{e}"
     );
     assert!(!lab
         .host_veths()
-        .contains(&furynet_cni::host_veth_name("ex2", "eth0")));
-    assert_eq!(lab.host_veths().len(), 2);
-    assert_eq!(pods[2].link_names(), ["lo"]);
-    assert!(!lab.allocations().contains_key("k8s-pod-network/ex2/eth0"));
+        .contains(&furynet_cni::host_veth_name("ex4", "eth0")));
+    assert_eq!(lab.host_veths().len(), 4);
+    assert_eq!(pods[4].link_names(), ["lo"]);
+    assert!(!lab.allocations().contains_key("k8s-pod-network/ex4/eth0"));
+    assert_eq!(lab.allocations().len(), 4);
     lab.cni(&status, &conf.to_string()).err(50);
 
-    lab.del("ex0", Some(&pods[0]), &conf).ok_silent();
+    lab.del("ex1", Some(&pods[1]), &conf).ok_silent();
     lab.cni(&status, &conf.to_string()).ok_silent();
-    let c = lab.add("ex2", &pods[2], &conf).ok();
+    let c = lab.add("ex4", &pods[4], &conf).ok();
     assert_eq!(result_ips(&c), ["10.99.0.1"], "released address reused");
 }
