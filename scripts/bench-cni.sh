@@ -48,6 +48,7 @@ done
 if command -v etcd >/dev/null; then
   conf furynet-etcd '{"cniVersion":"1.0.0","name":"bench-furynet","type":"furynet-cni","datastore":{"type":"etcd","endpoints":["http://127.0.0.1:23790"]},"nodeName":"bench","ipam":{"pools":["10.96.0.0/16"]},"mtu":1450}'
   for par in 1 8; do
-    scripts/with-etcd.sh ip netns exec "$host" "$bin/furynet" bench cni --plugin "$bin/furynet-cni" --config "$work/furynet-etcd.json" --cni-path "$work/cni" --pods "$pods" --parallel $par --name furynet-etcd 2>/dev/null
+    # etcd runs inside the scratch host namespace: the plugin reaches it on that namespace's loopback.
+    ip netns exec "$host" scripts/with-etcd.sh "$bin/furynet" bench cni --plugin "$bin/furynet-cni" --config "$work/furynet-etcd.json" --cni-path "$work/cni" --pods "$pods" --parallel $par --name furynet-etcd 2>/dev/null
   done
 fi
