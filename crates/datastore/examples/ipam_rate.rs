@@ -17,8 +17,18 @@ fn main() {
     let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
     let dir = tempfile::tempdir().unwrap();
     let (cfg, backend) = match std::env::var("FURYNET_ETCD_ENDPOINTS") {
-        Ok(e) => (DatastoreConfig::Etcd { endpoints: e.split(',').map(String::from).collect() }, "etcd"),
-        Err(_) => (DatastoreConfig::Embedded { path: dir.path().to_path_buf() }, "embedded"),
+        Ok(e) => (
+            DatastoreConfig::Etcd {
+                endpoints: e.split(',').map(String::from).collect(),
+            },
+            "etcd",
+        ),
+        Err(_) => (
+            DatastoreConfig::Embedded {
+                path: dir.path().to_path_buf(),
+            },
+            "embedded",
+        ),
     };
     let root = format!("/furynet-bench-{}/", std::process::id());
     let ds = open_with_root(&cfg, &root).unwrap();
@@ -35,7 +45,8 @@ fn main() {
                     break;
                 }
                 let node = format!("node-{}", t % 4);
-                let req = AllocRequest::for_container(&format!("c{i}"), "eth0", &node, pools).unwrap();
+                let req =
+                    AllocRequest::for_container(&format!("c{i}"), "eth0", &node, pools).unwrap();
                 ipam.allocate(&req).unwrap();
             });
         }
