@@ -17,6 +17,28 @@ const FORWARD: [&str; 4] = [
 /// and Calico allows it by default. This chain only makes that explicit.
 const OUTPUT: [&str; 1] = ["oifname \"fny*\" accept comment \"host to local pods\""];
 
+impl NftState {
+    /// What reading the table back should show: rules per chain (base chains included) and
+    /// elements per set or map. The driver compares this with the kernel to detect drift.
+    pub fn summary(&self) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+        let mut chains: BTreeMap<String, usize> = self
+            .chains()
+            .into_iter()
+            .map(|(name, rules)| (name, rules.len()))
+            .collect();
+        chains.insert("forward".into(), FORWARD.len());
+        chains.insert("output".into(), OUTPUT.len());
+        let mut sets: BTreeMap<String, usize> = self
+            .sets
+            .iter()
+            .map(|(name, def)| (name.clone(), def.elements.len()))
+            .collect();
+        sets.insert("from_pod".into(), self.pods.len());
+        sets.insert("to_pod".into(), self.pods.len());
+        (chains, sets)
+    }
+}
+
 fn set_body(def: &SetDef, inline: bool) -> String {
     let sep = if inline { " " } else { "\n\t\t" };
     let mut s = format!("type {};", def.kind.nft_type());
