@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use furynet_calc::{compute, render_delta, render_resync, NftState};
 use furynet_dataplane::{Applied, Nft, TableView};
@@ -518,4 +518,86 @@ fn golden_rulesets_and_deltas_apply() {
     nft.apply(&text).unwrap();
     // default-deny: three pods, two chains each, plus forward and output.
     assert_eq!(nft.read_table().unwrap().unwrap().chains.len(), 8);
+}
+
+/// Apply times for `docs/dataplane-nftables.md`:
+/// `cargo test -p furynet-dataplane --test nft apply_timing -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn apply_timing() {
+    need_root!();
+    use furynet_policy::synth::{cluster, SynthSpec};
+    for (pods, policies) in [(100, 50), (1000, 200)] {
+        let ns = TestNs::new("timing");
+        let nft = Nft::in_netns(&ns.name);
+        let mut c = cluster(&SynthSpec {
+            pods,
+            namespaces: 10,
+            policies,
+            seed: 7,
+        });
+        for p in &mut c.pods {
+            p.node_name = Some(NODE.into());
+        }
+        let ifaces: HashMap<String, String> = c
+            .pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.key(), format!("fny{i:011x}")))
+            .collect();
+        let t = Instant::now();
+        let s1 = compute(&Engine::new(&c), NODE, &ifaces);
+        let calc = t.elapsed();
+        let full = render_resync(&s1);
+        let t = Instant::now();
+        nft.apply(&full).unwrap();
+        let apply_full = t.elapsed();
+        let t = Instant::now();
+        let read = nft.read_table().unwrap();
+        let read_back = t.elapsed();
+        assert_eq!(read, Some(view(&s1)));
+        let mut c2 = c.clone();
+        c2.policies.remove(0);
+        let s2 = compute(&Engine::new(&c2), NODE, &ifaces);
+        let delta = render_delta(&s1, &s2);
+        let t = Instant::now();
+        nft.apply(&delta).unwrap();
+        let apply_delta = t.elapsed();
+        assert_eq!(nft.read_table().unwrap(), Some(view(&s2)));
+        // A second delta: one new policy isolating a whole namespace, admitting another one.
+        let ns0 = c.pods[0].namespace.clone();
+        let ns1 = c
+            .pods
+            .iter()
+            .map(|p| p.namespace.clone())
+            .find(|n| *n != ns0)
+            .unwrap();
+        let yaml = format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: bench-added, namespace: {ns0}}}\n\
+             spec:\n  podSelector: {{}}\n  ingress:\n  - from: [{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns1}}}}}}}]\n    ports: [{{protocol: TCP, port: 8080}}]\n"
+        );
+        let mut c3 = c2.clone();
+        c3.policies
+            .extend(load_str("added.yaml", &yaml).cluster.policies);
+        assert_eq!(c3.policies.len(), c2.policies.len() + 1);
+        let s3 = compute(&Engine::new(&c3), NODE, &ifaces);
+        let delta3 = render_delta(&s2, &s3);
+        let t = Instant::now();
+        nft.apply(&delta3).unwrap();
+        let apply_delta3 = t.elapsed();
+        assert_eq!(nft.read_table().unwrap(), Some(view(&s3)));
+        eprintln!(
+            "  add-policy delta ({ns0} from {ns1}): {} lines, apply {apply_delta3:?}",
+            delta3.lines().count()
+        );
+        let rules: usize = s1.chains().values().map(|r| r.len()).sum();
+        eprintln!(
+            "{pods} pods / {policies} policies: {} sets, {rules} rules, script {} KiB; \
+             calc {calc:?}, full apply {apply_full:?}, read-back {read_back:?}; \
+             one-policy delta {} lines, apply {apply_delta:?}",
+            s1.sets.len(),
+            full.len() / 1024,
+            delta.lines().count(),
+        );
+    }
 }
