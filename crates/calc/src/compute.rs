@@ -217,7 +217,6 @@ impl Ctx<'_> {
         } else {
             "return"
         };
-        let peers = self.peer_matches(&rule.peers, dir);
         let mut port_exprs: Vec<Option<String>> = Vec::new();
         let mut named_lines = Vec::new();
         match &rule.ports {
@@ -268,6 +267,12 @@ impl Ctx<'_> {
                 }
             }
         }
+        // Peer sets only when some port can match, so no set is created that no rule uses.
+        let peers = if port_exprs.is_empty() {
+            Vec::new()
+        } else {
+            self.peer_matches(&rule.peers, dir)
+        };
         let c = comment(tag);
         let mut out = Vec::new();
         for peer in &peers {
