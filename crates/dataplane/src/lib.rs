@@ -13,6 +13,7 @@ mod error;
 mod kernel;
 mod linux;
 mod netlink;
+pub mod nft;
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -22,6 +23,7 @@ pub use kernel::{
     format_mac, Family, Kernel, Link, Mac, Netns, NetnsState, Route, RouteScope, VethSpec,
 };
 pub use linux::LinuxKernel;
+pub use nft::{Applied, Nft, NftError, TableView};
 
 /// The route protocol number furynet stamps on every route it installs (`ip route ... proto 154`).
 /// It is the ownership marker for routes: furynet only ever prunes routes with this protocol.
