@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages furynet builds and tests with (idempotent; needs root).
 #   protobuf-compiler, libprotobuf-dev  build: the etcd client's gRPC code is generated with protoc
-#   iproute2, iputils-ping              tests: network namespaces, veth, routes; ping
+#   iproute2, iputils-ping, nftables    tests: network namespaces, veth, routes; ping; nft
 #   etcd-server                         tests: the etcd datastore backend (tests start their own)
 #   containernetworking-plugins, jq     benchmarks: the reference CNI plugins (scripts/bench-cni.sh)
 set -euo pipefail
-PACKAGES=(ca-certificates protobuf-compiler libprotobuf-dev iproute2 iputils-ping etcd-server
+PACKAGES=(ca-certificates protobuf-compiler libprotobuf-dev iproute2 iputils-ping nftables etcd-server
           containernetworking-plugins jq)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
