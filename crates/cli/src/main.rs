@@ -10,9 +10,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// furynet: Kubernetes networking — CNI, NetworkPolicy, dataplane and observability.
+/// furynet: Kubernetes networking in Rust. `analyze` predicts what NetworkPolicies allow;
+/// `ipam` inspects and repairs IP address management (see the README).
 #[derive(Debug, Parser)]
-#[command(name = "furynet", version, about, long_about = None, propagate_version = true)]
+#[command(name = "furynet", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
