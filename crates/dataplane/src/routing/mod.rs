@@ -1,0 +1,4 @@
+//! The node agent's routing dataplane: a pure [`plan`] of the desired state, and a thin
+//! [`reconcile`] that diffs it with the kernel and applies the minimal change.
+
+pub mod plan;
