@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use furynet_dataplane::routing::ipcmd::IpCommand;
+use furynet_dataplane::routing::netlink::NetlinkRouting;
 use furynet_dataplane::routing::plan::{
     plan, BlockInfo, Encapsulation, NodeInfo, PlanInput, RoutingPlan,
 };
-use furynet_dataplane::routing::reconcile::reconcile;
+use furynet_dataplane::routing::reconcile::{reconcile, RoutingKernel};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_furynet-cni");
@@ -104,6 +105,7 @@ struct Pod {
 /// An underlay bridge and nodes on it, sharing one embedded datastore. Field order matters for
 /// drop: pods, then nodes, then the underlay.
 struct Cluster {
+    backend: Backend,
     pods: Vec<Pod>,
     nodes: Vec<Node>,
     underlay: Ns,
@@ -111,7 +113,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new(n: usize) -> Cluster {
+    fn new(n: usize, backend: Backend) -> Cluster {
         let underlay = Ns::new("ul");
         underlay.ip(&["link", "add", "br0", "type", "bridge"]);
         underlay.ip(&["link", "set", "br0", "up"]);
@@ -148,6 +150,7 @@ impl Cluster {
             });
         }
         Cluster {
+            backend,
             pods: Vec::new(),
             nodes,
             underlay,
@@ -237,12 +240,29 @@ impl Cluster {
 
     /// Reconciles every node; returns how many changes each needed.
     fn reconcile_all(&self, enc: &Encapsulation) -> Vec<usize> {
+        self.reconcile_with(self.backend, enc)
+    }
+
+    fn reconcile_with(&self, backend: Backend, enc: &Encapsulation) -> Vec<usize> {
         (0..self.nodes.len())
             .map(|n| {
-                let k = IpCommand::in_netns(&self.nodes[n].ns.name);
-                reconcile(&k, &self.plan_for(n, enc)).unwrap().len()
+                let ns = &self.nodes[n].ns;
+                let k: Box<dyn RoutingKernel> = match backend {
+                    Backend::IpCommand => Box::new(IpCommand::in_netns(&ns.name)),
+                    Backend::Netlink => Box::new(NetlinkRouting::in_netns(ns.path())),
+                };
+                reconcile(k.as_ref(), &self.plan_for(n, enc)).unwrap().len()
             })
             .collect()
+    }
+
+    /// The other backend reads the same state: it must see nothing to change.
+    fn cross_check(&self, enc: &Encapsulation) {
+        let other = match self.backend {
+            Backend::IpCommand => Backend::Netlink,
+            Backend::Netlink => Backend::IpCommand,
+        };
+        assert!(self.reconcile_with(other, enc).iter().all(|n| *n == 0));
     }
 }
 
@@ -284,12 +304,42 @@ fn tcp_peer(from: &Pod, to: &Pod) -> Ipv4Addr {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    IpCommand,
+    Netlink,
+}
+
 #[test]
-fn vxlan_overlay_between_three_nodes() {
-    if !privileged() {
-        return;
+fn vxlan_overlay_between_three_nodes_netlink() {
+    if privileged() {
+        vxlan_overlay_between_three_nodes(Backend::Netlink);
     }
-    let mut c = Cluster::new(3);
+}
+
+#[test]
+fn vxlan_overlay_between_three_nodes_ip_command() {
+    if privileged() {
+        vxlan_overlay_between_three_nodes(Backend::IpCommand);
+    }
+}
+
+#[test]
+fn direct_routes_on_a_shared_link_netlink() {
+    if privileged() {
+        direct_routes_on_a_shared_link(Backend::Netlink);
+    }
+}
+
+#[test]
+fn direct_routes_on_a_shared_link_ip_command() {
+    if privileged() {
+        direct_routes_on_a_shared_link(Backend::IpCommand);
+    }
+}
+
+fn vxlan_overlay_between_three_nodes(backend: Backend) {
+    let mut c = Cluster::new(3, backend);
     let a1 = c.add_pod(0);
     let a2 = c.add_pod(0);
     let b1 = c.add_pod(1);
@@ -346,8 +396,9 @@ fn vxlan_overlay_between_three_nodes() {
     assert_eq!(tcp_peer(&c.pods[a1], &c.pods[b1]), c.pods[a1].ip, "no NAT");
     assert_eq!(tcp_peer(&c.pods[c1], &c.pods[a2]), c.pods[c1].ip, "no NAT");
 
-    // Idempotent: a second run (an agent restart) changes nothing.
+    // Idempotent: a second run (an agent restart) changes nothing, with either backend.
     assert_eq!(c.reconcile_all(&enc), vec![0, 0, 0]);
+    c.cross_check(&enc);
 
     // Foreign objects and the CNI's pod routes are untouched.
     let n0 = &c.nodes[0].ns;
@@ -383,14 +434,66 @@ fn vxlan_overlay_between_three_nodes() {
         .trim()
         .is_empty());
     assert!(c.pods[a1].ns.ping(c.pods[b1].ip));
+
+    // Drift on our device: MTU changed, stale neighbour and FDB entries. Fixed in place.
+    let n0 = &c.nodes[0].ns;
+    n0.ip(&["link", "set", "fny.vxlan", "mtu", "1400"]);
+    n0.ip(&[
+        "neigh",
+        "add",
+        "10.244.251.0",
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        "fny.vxlan",
+        "nud",
+        "permanent",
+    ]);
+    run_ok(
+        "bridge",
+        &[
+            "-n",
+            &n0.name,
+            "fdb",
+            "append",
+            "02:00:00:00:00:99",
+            "dev",
+            "fny.vxlan",
+            "dst",
+            "172.31.0.99",
+            "self",
+            "permanent",
+        ],
+    );
+    assert_eq!(c.reconcile_all(&enc), vec![3, 0, 0]);
+    let n0 = &c.nodes[0].ns;
+    assert!(n0.ip(&["link", "show", "fny.vxlan"]).contains("mtu 1450"));
+    assert!(!n0
+        .ip(&["neigh", "show", "dev", "fny.vxlan"])
+        .contains("10.244.251.0"));
+    assert!(!run_ok(
+        "bridge",
+        &["-n", &n0.name, "fdb", "show", "dev", "fny.vxlan"]
+    )
+    .contains("172.31.0.99"));
+    assert!(c.pods[a1].ns.ping(c.pods[b1].ip));
+    c.cross_check(&enc);
+
+    // Switching to direct routes removes our device but not the foreign one.
+    let none = Encapsulation::None;
+    c.reconcile_all(&none);
+    let n0 = &c.nodes[0].ns;
+    assert!(!n0
+        .ip(&["link", "show", "type", "vxlan"])
+        .contains("fny.vxlan"));
+    assert!(n0.ip(&["link", "show", "vx-other"]).contains("vx-other"));
+    assert!(c.pods[a1].ns.ping(c.pods[b1].ip));
+    assert!(c.pods[c1].ns.ping(c.pods[a2].ip));
+    assert_eq!(c.reconcile_all(&none), vec![0, 0, 0]);
 }
 
-#[test]
-fn direct_routes_on_a_shared_link() {
-    if !privileged() {
-        return;
-    }
-    let mut c = Cluster::new(2);
+fn direct_routes_on_a_shared_link(backend: Backend) {
+    let mut c = Cluster::new(2, backend);
     let a = c.add_pod(0);
     let b = c.add_pod(1);
     let enc = Encapsulation::None;
@@ -406,6 +509,7 @@ fn direct_routes_on_a_shared_link() {
     assert!(c.pods[a].ns.ping(c.pods[b].ip));
     assert_eq!(tcp_peer(&c.pods[b], &c.pods[a]), c.pods[b].ip, "no NAT");
     assert_eq!(c.reconcile_all(&enc), vec![0, 0]);
+    c.cross_check(&enc);
 
     // Switching to VXLAN on a running cluster replaces the routes in place.
     let vx = Encapsulation::default();
@@ -416,5 +520,6 @@ fn direct_routes_on_a_shared_link() {
         .contains("dev fny.vxlan"));
     assert!(c.pods[a].ns.ping(c.pods[b].ip));
     assert_eq!(c.reconcile_all(&vx), vec![0, 0]);
+    c.cross_check(&vx);
     let _ = &c.underlay;
 }

@@ -46,6 +46,20 @@ impl IpCommand {
         let out = cmd.output().map_err(|e| Error::from_io(op, object(), e))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            // iproute2 prints strerror(ENOENT/ESRCH/ENODEV) or its own wording for these.
+            if [
+                "No such file or directory",
+                "No such process",
+                "Cannot find device",
+            ]
+            .iter()
+            .any(|m| stderr.contains(m))
+            {
+                return Err(Error::NotFound {
+                    op,
+                    object: object(),
+                });
+            }
             return Err(Error::Os {
                 op,
                 object: object(),
@@ -251,20 +265,13 @@ impl RoutingKernel for IpCommand {
                     vec![s("link"), s("set"), s(&d.name), s("up")],
                 )
             }
-            Change::VxlanUpdate(d) => self.change(
-                "update vxlan",
-                "ip",
-                vec![
-                    s("link"),
-                    s("set"),
-                    s(&d.name),
-                    s("address"),
-                    format_mac(&d.mac),
-                    s("mtu"),
-                    s(d.mtu),
-                    s("up"),
-                ],
-            ),
+            Change::VxlanUpdate { device: d, set_mac } => {
+                let mut args = vec![s("link"), s("set"), s(&d.name), s("mtu"), s(d.mtu), s("up")];
+                if *set_mac {
+                    args.extend([s("address"), format_mac(&d.mac)]);
+                }
+                self.change("update vxlan", "ip", args)
+            }
             Change::FdbReplace { dev, entry } => self.change(
                 "replace fdb entry",
                 "bridge",

@@ -2,5 +2,6 @@
 //! [`reconcile`] that diffs it with the kernel and applies the minimal change.
 
 pub mod ipcmd;
+pub mod netlink;
 pub mod plan;
 pub mod reconcile;

@@ -54,8 +54,13 @@ pub enum Change {
     LinkDel(String),
     /// Create the VXLAN device (learning off) and set it up.
     VxlanCreate(VxlanDevice),
-    /// Fix MTU / MAC / up state of the existing VXLAN device in place (no traffic loss).
-    VxlanUpdate(VxlanDevice),
+    /// Fix MTU / up state (and the MAC when `set_mac`) of the existing VXLAN device in place.
+    /// Changing the MAC makes the kernel flush the device's neighbour entries, so [`diff`]
+    /// then re-adds all of them.
+    VxlanUpdate {
+        device: VxlanDevice,
+        set_mac: bool,
+    },
     FdbReplace {
         dev: String,
         entry: FdbEntry,
@@ -130,6 +135,7 @@ pub fn diff(plan: &RoutingPlan, current: &Current) -> Vec<Change> {
     }
 
     let mut recreated = false;
+    let mut neigh_flushed = false;
     let mut stale_links = Vec::new();
     for l in &current.vxlan_links {
         match &plan.vxlan {
@@ -140,7 +146,12 @@ pub fn diff(plan: &RoutingPlan, current: &Current) -> Vec<Change> {
                     out.push(Change::LinkDel(l.name.clone()));
                     recreated = true;
                 } else if l.mtu != d.mtu || l.mac != Some(d.mac) || !l.up {
-                    out.push(Change::VxlanUpdate(d.clone()));
+                    let set_mac = l.mac != Some(d.mac);
+                    neigh_flushed = set_mac;
+                    out.push(Change::VxlanUpdate {
+                        device: d.clone(),
+                        set_mac,
+                    });
                 }
             }
             _ => stale_links.push(l.name.clone()),
@@ -164,6 +175,7 @@ pub fn diff(plan: &RoutingPlan, current: &Current) -> Vec<Change> {
                 });
             }
         }
+        let neigh: &[NeighEntry] = if neigh_flushed { &[] } else { neigh };
         for e in &plan.neighbours {
             if !neigh.contains(e) {
                 out.push(Change::NeighReplace {
@@ -180,7 +192,7 @@ pub fn diff(plan: &RoutingPlan, current: &Current) -> Vec<Change> {
     }
     if let (Some(d), false) = (&plan.vxlan, recreated) {
         for e in &current.neighbours {
-            if !plan.neighbours.contains(e) {
+            if !neigh_flushed && !plan.neighbours.contains(e) {
                 out.push(Change::NeighDel {
                     dev: d.name.clone(),
                     entry: *e,
@@ -200,14 +212,33 @@ pub fn diff(plan: &RoutingPlan, current: &Current) -> Vec<Change> {
     out
 }
 
-/// Reads, diffs and applies; returns the changes applied. Stops at the first failing change
-/// (the next resync retries from what the kernel then has).
+impl Change {
+    fn is_delete(&self) -> bool {
+        matches!(
+            self,
+            Change::RouteDel(_)
+                | Change::LinkDel(_)
+                | Change::NeighDel { .. }
+                | Change::FdbDel { .. }
+        )
+    }
+}
+
+/// Reads, diffs and applies; returns the changes applied. A delete of something already gone
+/// counts as done. Stops at the first other failing change (the next resync retries from what
+/// the kernel then has).
 pub fn reconcile(k: &dyn RoutingKernel, plan: &RoutingPlan) -> Result<Vec<Change>> {
     let current = read_current(k, plan)?;
     let changes = diff(plan, &current);
     for c in &changes {
         tracing::debug!(change = ?c, "routing change");
-        k.apply(c)?;
+        match k.apply(c) {
+            Ok(()) => {}
+            Err(e) if c.is_delete() && e.is_not_found() => {
+                tracing::debug!(change = ?c, "already gone");
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(changes)
 }
@@ -315,9 +346,26 @@ mod tests {
         cur.neighbours.push(gone);
         let c = diff(&p, &cur);
         assert!(matches!(&c[0], Change::RouteDel(r) if r.dst.to_string() == "10.244.9.0/26"));
-        assert!(matches!(&c[1], Change::VxlanUpdate(d) if d.mtu == 1450));
+        assert!(
+            matches!(&c[1], Change::VxlanUpdate { device, set_mac: false } if device.mtu == 1450)
+        );
         assert!(matches!(&c[2], Change::NeighDel { entry, .. } if *entry == gone));
         assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn changed_mac_re_adds_neighbours() {
+        let p = plan(&input(Encapsulation::default()));
+        let mut cur = applied(&p);
+        cur.vxlan_links[0].mac = Some([2, 0, 0, 0, 0, 1]);
+        cur.neighbours.push(NeighEntry {
+            ip: "10.244.9.0".parse().unwrap(),
+            mac: [2, 0, 0, 0, 0, 9],
+        });
+        let c = diff(&p, &cur);
+        assert!(matches!(&c[0], Change::VxlanUpdate { set_mac: true, .. }));
+        assert!(matches!(&c[1], Change::NeighReplace { .. }));
+        assert_eq!(c.len(), 2, "{c:?}");
     }
 
     #[test]
