@@ -394,6 +394,14 @@ fn vxlan_overlay_between_three_nodes(backend: Backend) {
     assert!(c.pods[a1].ns.ping(c.pods[a2].ip), "same node");
     assert!(c.nodes[0].ns.ping(c.pods[a1].ip), "node -> own pod");
     assert_eq!(tcp_peer(&c.pods[a1], &c.pods[b1]), c.pods[a1].ip, "no NAT");
+    // The pod MTU (1450) fits the overlay: a full-size packet with DF set crosses it.
+    let full = c.pods[b1].ip.to_string();
+    assert!(
+        c.pods[a1]
+            .ns
+            .exec_ok(&["ping", "-c1", "-W2", "-M", "do", "-s", "1422", &full]),
+        "1450-byte packet with DF across the overlay"
+    );
     assert_eq!(tcp_peer(&c.pods[c1], &c.pods[a2]), c.pods[c1].ip, "no NAT");
 
     // Idempotent: a second run (an agent restart) changes nothing, with either backend.

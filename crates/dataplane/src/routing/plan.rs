@@ -381,4 +381,63 @@ mod tests {
             .iter()
             .all(|r| r.dst.to_string() != "10.244.0.0/26"));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_input() -> impl Strategy<Value = PlanInput> {
+            let nodes = proptest::collection::vec((0u8..6, 1u8..20), 1..8);
+            let blocks = proptest::collection::vec((0u8..64, proptest::option::of(0u8..6)), 0..20);
+            (nodes, blocks, any::<bool>()).prop_map(|(nodes, blocks, vx)| PlanInput {
+                node: "n0".into(),
+                underlay: "172.31.0.1".parse().unwrap(),
+                underlay_mtu: 1500,
+                nodes: nodes
+                    .into_iter()
+                    .map(|(n, ip)| NodeInfo {
+                        name: format!("n{n}"),
+                        underlay: Ipv4Addr::new(172, 31, 0, ip),
+                    })
+                    .collect(),
+                blocks: blocks
+                    .into_iter()
+                    .map(|(b, n)| BlockInfo {
+                        cidr: IpNet::V4(Ipv4Net::new(Ipv4Addr::new(10, 244, b, 0), 26).unwrap()),
+                        node: n.map(|n| format!("n{n}")),
+                    })
+                    .collect(),
+                encapsulation: if vx {
+                    Encapsulation::default()
+                } else {
+                    Encapsulation::None
+                },
+            })
+        }
+
+        proptest! {
+            /// Shuffled input gives the same plan; one route per prefix; never a route to
+            /// one of our own blocks; every VXLAN route's next hop has a neighbour entry.
+            #[test]
+            fn order_independent_and_consistent(input in arb_input(), seed in any::<u64>()) {
+                let mut shuffled = input.clone();
+                let n = shuffled.nodes.len();
+                shuffled.nodes.rotate_left((seed as usize) % n);
+                shuffled.blocks.reverse();
+                let p = plan(&input);
+                prop_assert_eq!(&p, &plan(&shuffled));
+                let mut dsts: Vec<_> = p.routes.iter().map(|r| r.dst).collect();
+                dsts.dedup();
+                prop_assert_eq!(dsts.len(), p.routes.len());
+                for r in &p.routes {
+                    let owner = input.blocks.iter().filter(|b| b.cidr == IpNet::V4(r.dst)).any(|b| b.node.as_deref() == Some("n0"));
+                    let other = input.blocks.iter().filter(|b| b.cidr == IpNet::V4(r.dst)).any(|b| b.node.as_deref().is_some_and(|x| x != "n0"));
+                    prop_assert!(other || !owner);
+                    if r.dev.is_some() {
+                        prop_assert!(p.neighbours.iter().any(|nb| nb.ip == r.via));
+                    }
+                }
+            }
+        }
+    }
 }
