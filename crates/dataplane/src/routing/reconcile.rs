@@ -385,4 +385,75 @@ mod tests {
         assert_eq!(c[1], Change::LinkDel("fny.vxlan".into()));
         assert_eq!(c.len(), 2);
     }
+
+    type FailFn = Box<dyn Fn(&Change) -> Option<crate::Error>>;
+
+    /// A kernel that holds `current`, records applied changes and fails chosen ones.
+    struct Recording {
+        current: Current,
+        applied: std::cell::RefCell<Vec<Change>>,
+        fail: FailFn,
+    }
+
+    impl RoutingKernel for Recording {
+        fn vxlan_links(&self) -> Result<Vec<VxlanLink>> {
+            Ok(self.current.vxlan_links.clone())
+        }
+        fn fdb(&self, _: &str) -> Result<Vec<FdbEntry>> {
+            Ok(self.current.fdb.clone())
+        }
+        fn neighbours(&self, _: &str) -> Result<Vec<NeighEntry>> {
+            Ok(self.current.neighbours.clone())
+        }
+        fn owned_routes(&self) -> Result<Vec<OwnedRoute>> {
+            Ok(self.current.routes.clone())
+        }
+        fn apply(&self, c: &Change) -> Result<()> {
+            if let Some(e) = (self.fail)(c) {
+                return Err(e);
+            }
+            self.applied.borrow_mut().push(c.clone());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn reconcile_tolerates_vanished_deletes_and_stops_on_other_errors() {
+        let p = plan(&input(Encapsulation::default()));
+        let mut cur = applied(&p);
+        cur.routes.push(OwnedRoute {
+            dst: "10.244.9.0/26".parse().unwrap(),
+            via: "10.244.9.0".parse().unwrap(),
+            dev: "fny.vxlan".into(),
+            onlink: true,
+        });
+        cur.fdb.clear();
+        let k = Recording {
+            current: cur.clone(),
+            applied: Default::default(),
+            fail: Box::new(|c| {
+                matches!(c, Change::RouteDel(_)).then(|| crate::Error::NotFound {
+                    op: "delete route",
+                    object: "x".into(),
+                })
+            }),
+        };
+        let done = reconcile(&k, &p).unwrap();
+        assert_eq!(done.len(), 2); // the vanished route delete + the missing FDB entry
+        assert_eq!(k.applied.borrow().len(), 1);
+
+        let k = Recording {
+            current: cur,
+            applied: Default::default(),
+            fail: Box::new(|c| {
+                matches!(c, Change::RouteDel(_)).then(|| crate::Error::Protocol {
+                    op: "delete route",
+                    object: "x".into(),
+                    detail: "boom".into(),
+                })
+            }),
+        };
+        assert!(reconcile(&k, &p).is_err());
+        assert!(k.applied.borrow().is_empty(), "nothing after the failure");
+    }
 }
