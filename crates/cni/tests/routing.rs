@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -77,7 +77,8 @@ impl Ns {
             .status
             .success()
     }
-    fn ping(&self, addr: Ipv4Addr) -> bool {
+    fn ping(&self, addr: impl Into<IpAddr>) -> bool {
+        let addr: IpAddr = addr.into();
         let a = addr.to_string();
         (0..3).any(|_| self.exec_ok(&["ping", "-c1", "-W1", &a]))
     }
@@ -100,12 +101,14 @@ struct Node {
 struct Pod {
     ns: Ns,
     ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
 }
 
 /// An underlay bridge and nodes on it, sharing one embedded datastore. Field order matters for
 /// drop: pods, then nodes, then the underlay.
 struct Cluster {
     backend: Backend,
+    pools: Vec<&'static str>,
     pods: Vec<Pod>,
     nodes: Vec<Node>,
     underlay: Ns,
@@ -151,6 +154,7 @@ impl Cluster {
         }
         Cluster {
             backend,
+            pools: vec!["10.244.0.0/16"],
             pods: Vec::new(),
             nodes,
             underlay,
@@ -166,7 +170,7 @@ impl Cluster {
             "cniVersion": "1.1.0", "name": "k8s-pod-network", "type": "furynet-cni",
             "datastore": {"type": "embedded", "path": self.datastore.path()},
             "nodeName": node.name,
-            "ipam": {"pools": ["10.244.0.0/16"]},
+            "ipam": {"pools": self.pools},
             "mtu": 1450,
         });
         let mut child = Command::new("ip")
@@ -195,9 +199,20 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let result: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let addr = result["ips"][0]["address"].as_str().unwrap();
-        let ip: Ipv4Addr = addr.split('/').next().unwrap().parse().unwrap();
-        self.pods.push(Pod { ns, ip });
+        let mut ip = None;
+        let mut ip6 = None;
+        for entry in result["ips"].as_array().unwrap() {
+            let addr = entry["address"].as_str().unwrap();
+            match addr.split('/').next().unwrap().parse::<IpAddr>().unwrap() {
+                IpAddr::V4(a) => ip = Some(a),
+                IpAddr::V6(a) => ip6 = Some(a),
+            }
+        }
+        self.pods.push(Pod {
+            ns,
+            ip: ip.unwrap(),
+            ip6,
+        });
         self.pods.len() - 1
     }
 
@@ -498,6 +513,50 @@ fn vxlan_overlay_between_three_nodes(backend: Backend) {
     assert!(c.pods[a1].ns.ping(c.pods[b1].ip));
     assert!(c.pods[c1].ns.ping(c.pods[a2].ip));
     assert_eq!(c.reconcile_all(&none), vec![0, 0, 0]);
+}
+
+#[test]
+fn dual_stack_over_vxlan_netlink() {
+    if privileged() {
+        dual_stack_over_vxlan(Backend::Netlink);
+    }
+}
+
+#[test]
+fn dual_stack_over_vxlan_ip_command() {
+    if privileged() {
+        dual_stack_over_vxlan(Backend::IpCommand);
+    }
+}
+
+fn dual_stack_over_vxlan(backend: Backend) {
+    let mut c = Cluster::new(2, backend);
+    c.pools = vec!["10.244.0.0/16", "fd00:10:244::/56"];
+    for n in &c.nodes {
+        assert!(n
+            .ns
+            .exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]));
+    }
+    let a = c.add_pod(0);
+    let b = c.add_pod(1);
+    let b6 = c.pods[b].ip6.unwrap().to_string();
+    assert!(
+        !c.pods[a].ns.exec_ok(&["ping", "-c1", "-W1", &b6]),
+        "unreachable before"
+    );
+    let enc = Encapsulation::default();
+    c.reconcile_all(&enc);
+    let routes = c.nodes[0].ns.ip(&["-6", "route", "show", "proto", "154"]);
+    assert!(routes.contains("dev fny.vxlan"), "{routes}");
+    let (a6, b6) = (c.pods[a].ip6.unwrap(), c.pods[b].ip6.unwrap());
+    assert!(c.pods[a].ns.ping(b6), "IPv6 pod -> pod across nodes");
+    assert!(c.pods[b].ns.ping(a6), "and back");
+    assert!(c.pods[a].ns.ping(c.pods[b].ip), "IPv4 too");
+    assert_eq!(c.reconcile_all(&enc), vec![0, 0]);
+    c.cross_check(&enc);
+    // IPv6 pod routes of the CNI are untouched.
+    let own = c.nodes[0].ns.ip(&["-6", "route", "show", "proto", "154"]);
+    assert!(own.contains(&a6.to_string()), "{own}");
 }
 
 fn direct_routes_on_a_shared_link(backend: Backend) {

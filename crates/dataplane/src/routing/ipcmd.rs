@@ -171,7 +171,7 @@ impl RoutingKernel for IpCommand {
         let entries = self.json(
             "list neighbours",
             "ip",
-            &["-4", "-j", "neigh", "show", "dev", dev],
+            &["-j", "neigh", "show", "dev", dev],
         )?;
         Ok(entries
             .iter()
@@ -187,23 +187,25 @@ impl RoutingKernel for IpCommand {
 
     fn owned_routes(&self) -> Result<Vec<OwnedRoute>> {
         let proto = RTPROT_FURYNET.to_string();
-        let routes = self.json(
-            "list routes",
-            "ip",
-            &[
-                "-4", "-j", "route", "show", "table", "main", "proto", &proto,
-            ],
-        )?;
+        let mut routes = Vec::new();
+        for (family, host) in [("-4", "32"), ("-6", "128")] {
+            let args = [
+                family, "-j", "route", "show", "table", "main", "proto", &proto,
+            ];
+            for r in self.json("list routes", "ip", &args)? {
+                routes.push((r, host));
+            }
+        }
         Ok(routes
             .iter()
-            .filter_map(|r| {
+            .filter_map(|(r, host)| {
                 // No gateway: a CNI pod route (`POD dev fny… scope link`) — not ours to manage.
                 let via = str_of(r, "gateway")?.parse().ok()?;
                 let dst = str_of(r, "dst")?;
                 let dst = if dst.contains('/') {
                     dst.parse().ok()?
                 } else {
-                    format!("{dst}/32").parse().ok()?
+                    format!("{dst}/{host}").parse().ok()?
                 };
                 Some(OwnedRoute {
                     dst,

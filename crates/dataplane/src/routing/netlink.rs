@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
 use std::path::PathBuf;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
@@ -111,26 +113,33 @@ impl NetlinkRouting {
             .collect())
     }
 
+    /// An FDB entry (`bridge`: `AF_BRIDGE`, `NTF_SELF`) or a neighbour (family of `ip`).
     fn neigh_msg(
         &self,
-        family: AddressFamily,
+        bridge: bool,
         dev: &str,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         mac: &[u8; 6],
     ) -> Result<NeighbourMessage> {
+        let dst = match ip {
+            IpAddr::V4(a) => NeighbourAddress::Inet(a),
+            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+        };
         let mut msg = NeighbourMessage::default();
-        msg.header.family = family;
+        msg.header.family = match (bridge, ip) {
+            (true, _) => AddressFamily::Bridge,
+            (false, IpAddr::V4(_)) => AddressFamily::Inet,
+            (false, IpAddr::V6(_)) => AddressFamily::Inet6,
+        };
         msg.header.ifindex = self.index(dev)?;
         msg.header.state = NeighbourState::Permanent;
-        if family == AddressFamily::Bridge {
+        if bridge {
             msg.header.flags = NeighbourFlags::Own; // NTF_SELF: the VXLAN device's own FDB
             msg.attributes
                 .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-            msg.attributes
-                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+            msg.attributes.push(NeighbourAttribute::Destination(dst));
         } else {
-            msg.attributes
-                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+            msg.attributes.push(NeighbourAttribute::Destination(dst));
             msg.attributes
                 .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
         }
@@ -139,13 +148,16 @@ impl NetlinkRouting {
 
     fn route_msg(
         &self,
-        dst: ipnet::Ipv4Net,
-        via: Ipv4Addr,
+        dst: IpNet,
+        via: IpAddr,
         dev: Option<&str>,
         onlink: bool,
     ) -> Result<RouteMessage> {
         let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
+        msg.header.address_family = match dst {
+            IpNet::V4(_) => AddressFamily::Inet,
+            IpNet::V6(_) => AddressFamily::Inet6,
+        };
         msg.header.destination_prefix_length = dst.prefix_len();
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
         msg.header.protocol = RouteProtocol::from(RTPROT_FURYNET);
@@ -155,11 +167,11 @@ impl NetlinkRouting {
             msg.header.flags = RouteFlags::Onlink;
         }
         msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::from(IpAddr::V4(
+            .push(RouteAttribute::Destination(RouteAddress::from(
                 dst.network(),
-            ))));
+            )));
         msg.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::from(IpAddr::V4(via))));
+            .push(RouteAttribute::Gateway(RouteAddress::from(via)));
         if let Some(dev) = dev {
             msg.attributes.push(RouteAttribute::Oif(self.index(dev)?));
         }
@@ -241,8 +253,9 @@ impl RoutingKernel for NetlinkRouting {
     }
 
     fn neighbours(&self, dev: &str) -> Result<Vec<NeighEntry>> {
-        Ok(self
-            .neighbours_of(AddressFamily::Inet, dev)?
+        let mut msgs = self.neighbours_of(AddressFamily::Inet, dev)?;
+        msgs.extend(self.neighbours_of(AddressFamily::Inet6, dev)?);
+        Ok(msgs
             .iter()
             .filter(|n| n.header.state == NeighbourState::Permanent)
             .filter_map(|n| {
@@ -251,7 +264,12 @@ impl RoutingKernel for NetlinkRouting {
                 for a in &n.attributes {
                     match a {
                         NeighbourAttribute::LinkLayerAddress(b) => mac = mac_of(b),
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(x)) => ip = Some(*x),
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(x)) => {
+                            ip = Some(IpAddr::V4(*x))
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(x)) => {
+                            ip = Some(IpAddr::V6(*x))
+                        }
                         _ => {}
                     }
                 }
@@ -269,10 +287,14 @@ impl RoutingKernel for NetlinkRouting {
                 (l.index, l.name)
             })
             .collect();
-        let mut req = RouteMessage::default();
-        req.header.address_family = AddressFamily::Inet;
+        let mut msgs = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut req = RouteMessage::default();
+            req.header.address_family = family;
+            msgs.extend(self.dump("list routes", RouteNetlinkMessage::GetRoute(req))?);
+        }
         let mut out = Vec::new();
-        for m in self.dump("list routes", RouteNetlinkMessage::GetRoute(req))? {
+        for m in msgs {
             let RouteNetlinkMessage::NewRoute(r) = m else {
                 continue;
             };
@@ -289,10 +311,10 @@ impl RoutingKernel for NetlinkRouting {
                 }
             }
             // No gateway: a CNI pod route — not ours to manage.
-            let (Some(IpAddr::V4(via)), Some(IpAddr::V4(dst))) = (via, dst) else {
+            let (Some(via), Some(dst)) = (via, dst) else {
                 continue;
             };
-            let Ok(dst) = ipnet::Ipv4Net::new(dst, r.header.destination_prefix_length) else {
+            let Ok(dst) = IpNet::new(dst, r.header.destination_prefix_length) else {
                 continue;
             };
             out.push(OwnedRoute {
@@ -356,7 +378,7 @@ impl RoutingKernel for NetlinkRouting {
                 )
             }
             Change::FdbReplace { dev, entry } => {
-                let msg = self.neigh_msg(AddressFamily::Bridge, dev, entry.dst, &entry.mac)?;
+                let msg = self.neigh_msg(true, dev, IpAddr::V4(entry.dst), &entry.mac)?;
                 self.change(
                     "replace fdb entry",
                     dev.clone(),
@@ -365,7 +387,7 @@ impl RoutingKernel for NetlinkRouting {
                 )
             }
             Change::FdbDel { dev, entry } => {
-                let msg = self.neigh_msg(AddressFamily::Bridge, dev, entry.dst, &entry.mac)?;
+                let msg = self.neigh_msg(true, dev, IpAddr::V4(entry.dst), &entry.mac)?;
                 self.change(
                     "delete fdb entry",
                     dev.clone(),
@@ -374,7 +396,7 @@ impl RoutingKernel for NetlinkRouting {
                 )
             }
             Change::NeighReplace { dev, entry } => {
-                let msg = self.neigh_msg(AddressFamily::Inet, dev, entry.ip, &entry.mac)?;
+                let msg = self.neigh_msg(false, dev, entry.ip, &entry.mac)?;
                 self.change(
                     "replace neighbour",
                     dev.clone(),
@@ -383,7 +405,7 @@ impl RoutingKernel for NetlinkRouting {
                 )
             }
             Change::NeighDel { dev, entry } => {
-                let msg = self.neigh_msg(AddressFamily::Inet, dev, entry.ip, &entry.mac)?;
+                let msg = self.neigh_msg(false, dev, entry.ip, &entry.mac)?;
                 self.change(
                     "delete neighbour",
                     dev.clone(),

@@ -8,16 +8,18 @@
 //! Model (see `docs/dataplane-routing.md`):
 //! - Each node has a VTEP MAC derived from its name ([`vtep_mac`]): locally administered,
 //!   unicast, stable across restarts, so no state is needed to re-derive it.
-//! - Each node's *tunnel address* is the first address of its lowest IPv4 block (Calico takes
-//!   an address from the block too). It is only ever used as an `onlink` next hop on the VXLAN
-//!   device plus a permanent neighbour entry; it is never assigned to an interface, so it does
-//!   not matter if IPAM also hands it to a pod (the inner packet is addressed to the pod).
-//! - Only IPv4 blocks are routed so far; IPv6 blocks are ignored (not yet implemented).
+//! - Each node has a *tunnel address* per family: the first address of its lowest block of
+//!   that family (Calico takes an address from the block too). It is only ever used as an
+//!   `onlink` next hop on the VXLAN device plus a permanent neighbour entry; it is never
+//!   assigned to an interface, so it does not matter if IPAM also hands it to a pod (the inner
+//!   packet is addressed to the pod).
+//! - The underlay is IPv4. IPv6 blocks ride the VXLAN overlay; with `Encapsulation::None`
+//!   they are not routed (that needs an IPv6 underlay).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
 use crate::kernel::Mac;
 
@@ -99,15 +101,15 @@ pub struct FdbEntry {
 /// A permanent neighbour entry on the VXLAN device: next hop `ip` has link address `mac`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NeighEntry {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub mac: Mac,
 }
 
 /// A route to a remote block, installed with protocol 154.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BlockRoute {
-    pub dst: Ipv4Net,
-    pub via: Ipv4Addr,
+    pub dst: IpNet,
+    pub via: IpAddr,
     /// `Some(device)` with `onlink` for VXLAN; `None` (kernel picks the device) for direct routes.
     pub dev: Option<String>,
 }
@@ -145,10 +147,10 @@ pub fn plan(input: &PlanInput) -> RoutingPlan {
     for n in sorted_nodes {
         nodes.entry(n.name.as_str()).or_insert(n.underlay);
     }
-    let mut blocks: BTreeMap<&str, BTreeSet<Ipv4Net>> = BTreeMap::new();
+    let mut blocks: BTreeMap<&str, BTreeSet<IpNet>> = BTreeMap::new();
     for b in &input.blocks {
-        if let (IpNet::V4(cidr), Some(node)) = (b.cidr, b.node.as_deref()) {
-            blocks.entry(node).or_default().insert(cidr.trunc());
+        if let Some(node) = b.node.as_deref() {
+            blocks.entry(node).or_default().insert(b.cidr.trunc());
         }
     }
 
@@ -178,29 +180,37 @@ pub fn plan(input: &PlanInput) -> RoutingPlan {
         };
         match &input.encapsulation {
             Encapsulation::Vxlan { device, .. } => {
-                let Some(first) = node_blocks.iter().next() else {
-                    continue;
-                };
-                let tunnel = first.network();
                 let mac = vtep_mac(name);
                 out.fdb.push(FdbEntry {
                     mac,
                     dst: *underlay,
                 });
-                out.neighbours.push(NeighEntry { ip: tunnel, mac });
-                for b in node_blocks {
-                    out.routes.push(BlockRoute {
-                        dst: *b,
-                        via: tunnel,
-                        dev: Some(device.clone()),
+                // BTreeSet order: IPv4 blocks before IPv6, each ascending, so the first block
+                // of a family is its lowest.
+                let v4 = node_blocks.iter().find(|b| matches!(b, IpNet::V4(_)));
+                let v6 = node_blocks.iter().find(|b| matches!(b, IpNet::V6(_)));
+                for first in [v4, v6].into_iter().flatten() {
+                    out.neighbours.push(NeighEntry {
+                        ip: first.network(),
+                        mac,
                     });
+                }
+                for b in node_blocks {
+                    let first = if matches!(b, IpNet::V4(_)) { v4 } else { v6 };
+                    if let Some(first) = first {
+                        out.routes.push(BlockRoute {
+                            dst: *b,
+                            via: first.network(),
+                            dev: Some(device.clone()),
+                        });
+                    }
                 }
             }
             Encapsulation::None => {
-                for b in node_blocks {
+                for b in node_blocks.iter().filter(|b| matches!(b, IpNet::V4(_))) {
                     out.routes.push(BlockRoute {
                         dst: *b,
-                        via: *underlay,
+                        via: IpAddr::V4(*underlay),
                         dev: None,
                     });
                 }
@@ -216,7 +226,7 @@ pub fn plan(input: &PlanInput) -> RoutingPlan {
     out
 }
 
-/// The tunnel address of a node, if it has an IPv4 block (see the module docs).
+/// The IPv4 tunnel address of a node, if it has an IPv4 block (see the module docs).
 pub fn tunnel_address(node: &str, blocks: &[BlockInfo]) -> Option<IpAddr> {
     blocks
         .iter()
@@ -284,8 +294,9 @@ mod tests {
         assert_eq!(dev.local, "172.31.0.1".parse::<Ipv4Addr>().unwrap());
         assert_eq!(dev.mac, vtep_mac("a"));
         assert_eq!(p.pod_mtu, 1450);
-        let b_tun: Ipv4Addr = "10.244.0.64".parse().unwrap();
-        let c_tun: Ipv4Addr = "10.244.0.192".parse().unwrap();
+        let b_tun: IpAddr = "10.244.0.64".parse().unwrap();
+        let b_tun6: IpAddr = "fd00::".parse().unwrap();
+        let c_tun: IpAddr = "10.244.0.192".parse().unwrap();
         let mut fdb = vec![
             FdbEntry {
                 mac: vtep_mac("b"),
@@ -307,6 +318,10 @@ mod tests {
                 ip: c_tun,
                 mac: vtep_mac("c"),
             },
+            NeighEntry {
+                ip: b_tun6,
+                mac: vtep_mac("b"),
+            },
         ];
         neigh.sort();
         assert_eq!(p.neighbours, neigh);
@@ -321,11 +336,12 @@ mod tests {
                 "10.244.0.64/26 via 10.244.0.64 Some(\"fny.vxlan\")",
                 "10.244.0.128/26 via 10.244.0.64 Some(\"fny.vxlan\")",
                 "10.244.0.192/26 via 10.244.0.192 Some(\"fny.vxlan\")",
+                "fd00::/122 via fd00:: Some(\"fny.vxlan\")",
             ]
         );
         assert_eq!(
             tunnel_address("b", &input(Encapsulation::None).blocks),
-            Some(IpAddr::V4(b_tun))
+            Some(b_tun)
         );
     }
 
@@ -374,8 +390,8 @@ mod tests {
         i.blocks.retain(|b| b.node.as_deref() != Some("c"));
         let p = plan(&i);
         assert_eq!(p.fdb.len(), 1);
-        assert_eq!(p.routes.len(), 2);
-        // own blocks are never routed
+        assert_eq!(p.routes.len(), 3); // node b: two IPv4 blocks and one IPv6 block
+                                       // own blocks are never routed
         assert!(p
             .routes
             .iter()
@@ -403,7 +419,9 @@ mod tests {
                 blocks: blocks
                     .into_iter()
                     .map(|(b, n)| BlockInfo {
-                        cidr: IpNet::V4(Ipv4Net::new(Ipv4Addr::new(10, 244, b, 0), 26).unwrap()),
+                        cidr: IpNet::V4(
+                            ipnet::Ipv4Net::new(Ipv4Addr::new(10, 244, b, 0), 26).unwrap(),
+                        ),
                         node: n.map(|n| format!("n{n}")),
                     })
                     .collect(),
@@ -430,8 +448,8 @@ mod tests {
                 dsts.dedup();
                 prop_assert_eq!(dsts.len(), p.routes.len());
                 for r in &p.routes {
-                    let owner = input.blocks.iter().filter(|b| b.cidr == IpNet::V4(r.dst)).any(|b| b.node.as_deref() == Some("n0"));
-                    let other = input.blocks.iter().filter(|b| b.cidr == IpNet::V4(r.dst)).any(|b| b.node.as_deref().is_some_and(|x| x != "n0"));
+                    let owner = input.blocks.iter().filter(|b| b.cidr == r.dst).any(|b| b.node.as_deref() == Some("n0"));
+                    let other = input.blocks.iter().filter(|b| b.cidr == r.dst).any(|b| b.node.as_deref().is_some_and(|x| x != "n0"));
                     prop_assert!(other || !owner);
                     if r.dev.is_some() {
                         prop_assert!(p.neighbours.iter().any(|nb| nb.ip == r.via));

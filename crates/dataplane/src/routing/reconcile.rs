@@ -1,13 +1,13 @@
 //! Reconcile the kernel with a [`RoutingPlan`]: read what we own, diff (pure), apply the
 //! minimal changes. Only objects carrying our markers are ever read as "ours" or removed:
 //! VXLAN links whose name starts with [`crate::HOST_IFACE_PREFIX`], FDB and permanent neighbour
-//! entries on those links, and IPv4 routes with protocol [`crate::RTPROT_FURYNET`] that have a
+//! entries on those links, and IPv4/IPv6 routes with protocol [`crate::RTPROT_FURYNET`] that have a
 //! gateway. Pod routes (`POD/32 dev fny… scope link proto 154`, no gateway) belong to the CNI
 //! plugin and are never listed, so never deleted.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use super::plan::{BlockRoute, FdbEntry, NeighEntry, RoutingPlan, VxlanDevice};
 use crate::kernel::Mac;
@@ -29,8 +29,8 @@ pub struct VxlanLink {
 /// A route of ours (protocol 154 with a gateway) as the kernel has it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct OwnedRoute {
-    pub dst: Ipv4Net,
-    pub via: Ipv4Addr,
+    pub dst: IpNet,
+    pub via: IpAddr,
     pub dev: String,
     pub onlink: bool,
 }
@@ -86,9 +86,9 @@ pub trait RoutingKernel {
     fn vxlan_links(&self) -> Result<Vec<VxlanLink>>;
     /// Unicast FDB entries with a remote destination on `dev`.
     fn fdb(&self, dev: &str) -> Result<Vec<FdbEntry>>;
-    /// Permanent IPv4 neighbour entries on `dev`.
+    /// Permanent IPv4 and IPv6 neighbour entries on `dev`.
     fn neighbours(&self, dev: &str) -> Result<Vec<NeighEntry>>;
-    /// IPv4 main-table routes with protocol 154 and a gateway.
+    /// IPv4 and IPv6 main-table routes with protocol 154 and a gateway.
     fn owned_routes(&self) -> Result<Vec<OwnedRoute>>;
     /// Applies one change.
     fn apply(&self, change: &Change) -> Result<()>;
