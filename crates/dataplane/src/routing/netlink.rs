@@ -1,6 +1,6 @@
 //! [`RoutingKernel`] over rtnetlink, in [`LinuxKernel`]'s style (synchronous, one socket per
 //! namespace): VXLAN links with `IFLA_VXLAN_*` info, FDB entries as `AF_BRIDGE` neighbours with
-//! `NTF_SELF`, permanent IPv4 neighbours, and proto-154 routes with `NLM_F_REPLACE`.
+//! `NTF_SELF`, permanent IPv4/IPv6 neighbours, and proto-154 routes with `NLM_F_REPLACE`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};

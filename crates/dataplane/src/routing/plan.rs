@@ -139,7 +139,7 @@ pub fn vtep_mac(node: &str) -> Mac {
 
 /// Computes the desired routing state for `input.node`.
 pub fn plan(input: &PlanInput) -> RoutingPlan {
-    // node -> its IPv4 blocks, sorted; nodes sorted and deduplicated by name (first wins after
+    // node -> its blocks (IPv4 then IPv6), sorted; nodes sorted and deduplicated by name (first wins after
     // sorting by (name, underlay), so the result does not depend on input order).
     let mut nodes: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
     let mut sorted_nodes: Vec<&NodeInfo> = input.nodes.iter().collect();
