@@ -139,8 +139,8 @@ pub fn vtep_mac(node: &str) -> Mac {
 
 /// Computes the desired routing state for `input.node`.
 pub fn plan(input: &PlanInput) -> RoutingPlan {
-    // node -> its blocks (IPv4 then IPv6), sorted; nodes sorted and deduplicated by name (first wins after
-    // sorting by (name, underlay), so the result does not depend on input order).
+    // node -> its blocks (IPv4 then IPv6), sorted; nodes sorted and deduplicated by name
+    // (first wins after sorting by (name, underlay), so the result does not depend on order).
     let mut nodes: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
     let mut sorted_nodes: Vec<&NodeInfo> = input.nodes.iter().collect();
     sorted_nodes.sort_by(|a, b| (&a.name, a.underlay).cmp(&(&b.name, b.underlay)));
