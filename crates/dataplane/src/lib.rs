@@ -31,3 +31,5 @@ pub const RTPROT_FURYNET: u8 = 154;
 
 /// Prefix of every host-side interface furynet creates (`fny` + 11 hex characters for pods).
 pub const HOST_IFACE_PREFIX: &str = "fny";
+
+pub mod routing;

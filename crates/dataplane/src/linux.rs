@@ -49,7 +49,7 @@ impl LinuxKernel {
         Self::default()
     }
 
-    fn socket(&self, ns: Netns<'_>) -> Result<Rc<NlSocket>> {
+    pub(crate) fn socket(&self, ns: Netns<'_>) -> Result<Rc<NlSocket>> {
         match ns {
             Netns::Current => {
                 let mut slot = self.current.borrow_mut();
@@ -459,7 +459,7 @@ fn af(family: Family) -> AddressFamily {
     }
 }
 
-fn is_main_unicast(msg: &RouteMessage) -> bool {
+pub(crate) fn is_main_unicast(msg: &RouteMessage) -> bool {
     let table = msg
         .attributes
         .iter()
@@ -471,7 +471,7 @@ fn is_main_unicast(msg: &RouteMessage) -> bool {
     table == u32::from(RouteHeader::RT_TABLE_MAIN) && msg.header.kind == RouteType::Unicast
 }
 
-fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+pub(crate) fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
         RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
@@ -486,7 +486,7 @@ fn first_link(replies: Vec<RouteNetlinkMessage>) -> Option<Link> {
     })
 }
 
-fn parse_link(msg: &LinkMessage) -> Link {
+pub(crate) fn parse_link(msg: &LinkMessage) -> Link {
     let mut link = Link {
         index: msg.header.index,
         name: String::new(),
