@@ -3,6 +3,7 @@
 mod analyze;
 mod bench;
 mod ipam;
+mod lab;
 mod out;
 mod store_arg;
 
@@ -10,8 +11,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// furynet: Kubernetes networking in Rust. `analyze` predicts what NetworkPolicies allow;
-/// `ipam` inspects and repairs IP address management (see the README).
+/// furynet: Kubernetes networking in Rust. `lab demo` builds a cluster's networking from
+/// network namespaces and checks NetworkPolicy with real traffic; `analyze` predicts what
+/// NetworkPolicies allow; `ipam` inspects and repairs IP address management (see the README).
 #[derive(Debug, Parser)]
 #[command(name = "furynet", version, propagate_version = true)]
 struct Cli {
@@ -23,6 +25,7 @@ struct Cli {
 enum Command {
     Analyze(analyze::AnalyzeArgs),
     Ipam(ipam::IpamArgs),
+    Lab(lab::LabArgs),
     /// Benchmarks that compare furynet with a baseline in the same run.
     #[command(hide = true)]
     Bench(bench::BenchArgs),
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
         Command::Ipam(args) => ipam::run(&args),
+        Command::Lab(args) => lab::run_cmd(&args),
         Command::Bench(args) => bench::run(&args),
     };
     ExitCode::from(code)

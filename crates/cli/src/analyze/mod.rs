@@ -223,6 +223,15 @@ fn entries(
     out
 }
 
+/// The `-o table` rendering of verdicts (also used by `furynet lab`).
+pub(crate) fn render_table(
+    engine: &Engine,
+    entries: &[Entry],
+    w: &mut dyn Write,
+) -> io::Result<()> {
+    table::matrix(engine, entries, w)
+}
+
 fn print_entries(engine: &Engine, entries: &[Entry], format: Format) -> io::Result<()> {
     with_stdout(|w| match format {
         Format::Json => {

@@ -1,0 +1,91 @@
+//! Pod servers and probes: real TCP and UDP, each answering with the peer address it saw.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use furynet_model::Protocol;
+
+use super::netns::{Ns, Res};
+
+const TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Starts a server for `(port, protocol)` in `ns`; it answers every connection or datagram
+/// with the source address it saw, until `stop`.
+pub fn serve(
+    ns: &Ns,
+    ip: IpAddr,
+    port: u16,
+    proto: Protocol,
+    stop: Arc<AtomicBool>,
+) -> Res<JoinHandle<()>> {
+    let addr = SocketAddr::new(ip, port);
+    match proto {
+        Protocol::Tcp => {
+            let l = ns
+                .enter(move || TcpListener::bind(addr))?
+                .map_err(|e| format!("bind {addr}/TCP: {e}"))?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Ok(std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match l.accept() {
+                        Ok((mut s, peer)) => {
+                            let _ = s.set_nonblocking(false);
+                            let _ = s.write_all(format!("{}\n", peer.ip()).as_bytes());
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            }))
+        }
+        Protocol::Udp => {
+            let s = ns
+                .enter(move || UdpSocket::bind(addr))?
+                .map_err(|e| format!("bind {addr}/UDP: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_millis(50)))
+                .map_err(|e| e.to_string())?;
+            Ok(std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok((_, peer)) = s.recv_from(&mut buf) {
+                        let _ = s.send_to(peer.ip().to_string().as_bytes(), peer);
+                    }
+                }
+            }))
+        }
+        Protocol::Sctp => Err("SCTP servers are not implemented in the lab yet".to_string()),
+    }
+}
+
+/// Probes `dst` from `from`: `Some(source address the server saw)` when it answered, `None`
+/// when the traffic was dropped (timeout or refusal).
+pub fn probe(from: &Ns, dst: SocketAddr, proto: Protocol) -> Res<Option<String>> {
+    from.enter(move || match proto {
+        Protocol::Tcp => {
+            let mut c = TcpStream::connect_timeout(&dst, TIMEOUT).ok()?;
+            c.set_read_timeout(Some(TIMEOUT)).ok()?;
+            let mut seen = String::new();
+            c.read_to_string(&mut seen).ok()?;
+            Some(seen.trim().to_string())
+        }
+        Protocol::Udp => {
+            let bind: SocketAddr = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+                .parse()
+                .ok()?;
+            let s = UdpSocket::bind(bind).ok()?;
+            s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+            let mut buf = [0u8; 64];
+            for _ in 0..3 {
+                s.send_to(b"furynet", dst).ok()?;
+                if let Ok((n, _)) = s.recv_from(&mut buf) {
+                    return Some(String::from_utf8_lossy(&buf[..n]).to_string());
+                }
+            }
+            None
+        }
+        Protocol::Sctp => None,
+    })
+}
