@@ -208,7 +208,10 @@ fn lab_down_removes_leftovers() {
         .status()
         .unwrap()
         .success());
+    let dir = std::env::temp_dir().join(format!("fnylab-{}-datastore", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     let (code, _, err) = furynet(&["lab", "down"]);
+    assert!(!dir.exists(), "the crashed lab's datastore is removed too");
     assert_eq!(code, 0, "{err}");
     let list = String::from_utf8(
         Command::new("ip")

@@ -73,7 +73,7 @@ impl Drop for Ns {
     }
 }
 
-/// Deletes every lab namespace (after a crash, or a lab from another process).
+/// Deletes every lab namespace and datastore (after a crash, or a lab from another process).
 pub fn down() -> Res<usize> {
     let list = run("ip", &["netns", "list"])?;
     let mut n = 0;
@@ -81,6 +81,14 @@ pub fn down() -> Res<usize> {
         if name.starts_with(PREFIX) {
             run("ip", &["netns", "del", name])?;
             n += 1;
+        }
+    }
+    // The lab's embedded datastores live in the temporary directory under the same prefix.
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(PREFIX) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
     }
     Ok(n)
