@@ -12,6 +12,7 @@
 
 mod netns;
 mod probe;
+mod sctp;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -25,7 +26,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use furynet_dataplane::routing::netlink::NetlinkRouting;
 use furynet_dataplane::routing::plan::{plan, BlockInfo, Encapsulation, NodeInfo, PlanInput};
 use furynet_dataplane::routing::reconcile::reconcile;
-use furynet_model::{load_paths, load_str, Cluster, Protocol, Severity};
+use furynet_model::{load_paths, load_str, Cluster, Severity};
 use furynet_policy::Engine;
 
 use crate::analyze::Entry;
@@ -392,11 +393,15 @@ fn run_lab(mut cluster: Cluster, args: &RunArgs, demo: bool) -> Res<u8> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut servers = Vec::new();
     let mut unprobed = Vec::new();
+    let mut unserved = Vec::new();
     for (i, pod) in engine.pods().iter().enumerate() {
         for (port, proto) in pod.declared_ports() {
             match probe::serve(&lab.pods[i].ns, lab.pods[i].ip, port, proto, stop.clone()) {
                 Ok(h) => servers.push(h),
-                Err(e) => unprobed.push(format!("{} {port}/{proto}: {e}", pod.key())),
+                Err(e) => {
+                    unserved.push((i, port, proto));
+                    unprobed.push(format!("{} {port}/{proto}: {e}", pod.key()));
+                }
             }
         }
     }
@@ -404,7 +409,8 @@ fn run_lab(mut cluster: Cluster, args: &RunArgs, demo: bool) -> Res<u8> {
     for s in 0..engine.pods().len() {
         for d in (0..engine.pods().len()).filter(|&d| d != s) {
             for (port, proto) in engine.pods()[d].declared_ports() {
-                if proto != Protocol::Sctp {
+                // A port whose server could not start is reported as not probed.
+                if !unserved.contains(&(d, port, proto)) {
                     cases.push((s, d, port, proto));
                 }
             }

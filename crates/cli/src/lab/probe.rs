@@ -1,4 +1,5 @@
-//! Pod servers and probes: real TCP and UDP, each answering with the peer address it saw.
+//! Pod servers and probes: real TCP and UDP, and SCTP's INIT / INIT-ACK over raw sockets
+//! (see `sctp`), each answering with the peer address it saw.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -56,7 +57,10 @@ pub fn serve(
                 }
             }))
         }
-        Protocol::Sctp => Err("SCTP servers are not implemented in the lab yet".to_string()),
+        Protocol::Sctp => {
+            let run = ns.enter(move || super::sctp::serve(ip, port, stop))??;
+            Ok(std::thread::spawn(run))
+        }
     }
 }
 
@@ -86,6 +90,6 @@ pub fn probe(from: &Ns, dst: SocketAddr, proto: Protocol) -> Res<Option<String>>
             }
             None
         }
-        Protocol::Sctp => None,
+        Protocol::Sctp => super::sctp::probe(dst),
     })
 }
