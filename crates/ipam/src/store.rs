@@ -94,6 +94,20 @@ struct MemInner {
     data: BTreeMap<String, Versioned>,
 }
 
+impl MemInner {
+    /// Writes `key` at the next revision (callers have checked their preconditions).
+    fn put(&mut self, key: &str, value: &[u8]) -> i64 {
+        self.revision += 1;
+        let revision = self.revision;
+        let v = Versioned {
+            value: value.to_vec(),
+            revision,
+        };
+        self.data.insert(key.to_owned(), v);
+        revision
+    }
+}
+
 impl MemStore {
     pub fn new() -> Self {
         Self::default()
@@ -175,16 +189,7 @@ impl Store for MemStore {
         if g.data.contains_key(key) {
             return Err(StoreError::AlreadyExists);
         }
-        g.revision += 1;
-        let revision = g.revision;
-        g.data.insert(
-            key.to_owned(),
-            Versioned {
-                value: value.to_vec(),
-                revision,
-            },
-        );
-        Ok(revision)
+        Ok(g.put(key, value))
     }
 
     fn update(&self, key: &str, value: &[u8], expected_revision: i64) -> Result<i64, StoreError> {
@@ -194,16 +199,7 @@ impl Store for MemStore {
             Some(v) if v.revision != expected_revision => return Err(StoreError::Conflict),
             Some(_) => {}
         }
-        g.revision += 1;
-        let revision = g.revision;
-        g.data.insert(
-            key.to_owned(),
-            Versioned {
-                value: value.to_vec(),
-                revision,
-            },
-        );
-        Ok(revision)
+        Ok(g.put(key, value))
     }
 
     fn delete(&self, key: &str, expected_revision: i64) -> Result<(), StoreError> {

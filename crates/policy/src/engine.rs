@@ -204,13 +204,12 @@ impl Engine {
             || side
                 .rules
                 .iter()
-                .any(|&r| self.rule_admits(r, src, dst, peer, port, protocol))
+                .any(|&r| self.rule_admits(r, dst, peer, port, protocol))
     }
 
     pub(crate) fn rule_admits(
         &self,
         rule: RuleId,
-        _src: PodId,
         dst: PodId,
         peer: PodId,
         port: u16,

@@ -77,7 +77,7 @@ impl Engine {
             let allowed_by: Vec<RuleRef> = self
                 .rules_for(subject, direction)
                 .iter()
-                .filter(|&&r| self.rule_admits(r, src, dst, peer, port, protocol))
+                .filter(|&&r| self.rule_admits(r, dst, peer, port, protocol))
                 .map(|&r| {
                     let rule = &self.rules[r];
                     RuleRef {

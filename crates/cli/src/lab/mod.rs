@@ -82,19 +82,11 @@ struct RunArgs {
     output: Format,
 }
 
-const DEMO: [(&str, &str); 3] = [
-    (
-        "examples/demo/00-namespaces.yaml",
-        include_str!("../../../../examples/demo/00-namespaces.yaml"),
-    ),
-    (
-        "examples/demo/10-workloads.yaml",
-        include_str!("../../../../examples/demo/10-workloads.yaml"),
-    ),
-    (
-        "examples/demo/20-policies.yaml",
-        include_str!("../../../../examples/demo/20-policies.yaml"),
-    ),
+/// The demo application (`examples/demo/`), built into the binary so `lab demo` needs no files.
+const DEMO: [&str; 3] = [
+    include_str!("../../../../examples/demo/00-namespaces.yaml"),
+    include_str!("../../../../examples/demo/10-workloads.yaml"),
+    include_str!("../../../../examples/demo/20-policies.yaml"),
 ];
 
 pub fn run_cmd(args: &LabArgs) -> u8 {
@@ -123,19 +115,11 @@ fn check(diags: &[furynet_model::Diagnostic]) -> Res<()> {
 }
 
 fn load_demo() -> Res<Cluster> {
-    let mut cluster = Cluster::default();
-    for (name, text) in DEMO {
-        let l = load_str(name, text);
-        check(&l.diagnostics)?;
-        cluster.namespaces.extend(l.cluster.namespaces);
-        cluster.pods.extend(l.cluster.pods);
-        cluster.policies.extend(l.cluster.policies);
-    }
-    // Namespaces a file only referred to were synthesised per file: keep one of each.
-    let mut seen = std::collections::BTreeSet::new();
-    cluster.namespaces.sort_by_key(|n| n.labels.len() == 1);
-    cluster.namespaces.retain(|n| seen.insert(n.name.clone()));
-    Ok(cluster)
+    // One input, as `furynet analyze examples/demo` reads it: namespaces are resolved once.
+    let text = DEMO.join("\n---\n");
+    let l = load_str("examples/demo", &text);
+    check(&l.diagnostics)?;
+    Ok(l.cluster)
 }
 
 fn load_files(files: &[PathBuf]) -> Res<Cluster> {
