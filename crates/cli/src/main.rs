@@ -1,5 +1,6 @@
 //! `furynet`: the command-line entry point (analyze now; lab, ipam, observe as they land).
 
+mod agent;
 mod analyze;
 mod bench;
 mod ipam;
@@ -24,6 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Analyze(analyze::AnalyzeArgs),
+    Agent(agent::AgentArgs),
     Ipam(ipam::IpamArgs),
     Lab(lab::LabArgs),
     /// Benchmarks that compare furynet with a baseline in the same run.
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
+        Command::Agent(args) => agent::run(&args),
         Command::Ipam(args) => ipam::run(&args),
         Command::Lab(args) => lab::run_cmd(&args),
         Command::Bench(args) => bench::run(&args),

@@ -1,43 +1,45 @@
 //! `furynet lab`: a whole cluster's networking on one Linux machine, for real.
 //!
-//! Nodes are network namespaces joined by an underlay bridge; pods are namespaces wired by the
-//! real `furynet-cni` binary, run inside the node's namespace exactly as a container runtime
-//! runs it; each node gets the VXLAN overlay routes (`furynet_dataplane::routing`) and its
-//! nftables policy (`furynet_calc` → `furynet_dataplane::nft`); every pod serves its declared
-//! ports; every entry of `furynet analyze`'s matrix is probed with real traffic.
-//!
-//! Today the lab is one-shot (`demo`, `verify`): it builds, probes, prints and tears down in
-//! one process, programming each node directly; the per-node agent and the long-lived
-//! `up/apply/probe/down` workflow are the next step (issue 4).
+//! Nodes are network namespaces joined by an underlay bridge, each running its own
+//! `furynet agent` (datastore watch → calc → routes, VXLAN and nftables). Pods are namespaces
+//! wired by the real `furynet-cni`, run inside the node's namespace exactly as a container
+//! runtime runs it, each with a port server (`lab serve`) that answers with the peer address
+//! it saw. Objects go into the lab's datastore; `apply`/`delete` return when every agent has
+//! programmed the change; `probe` measures every connection with real traffic; `verify`
+//! compares that with `furynet analyze`. See `docs/lab.md`.
 
+mod check;
+mod cluster;
 mod netns;
 mod probe;
 mod sctp;
+mod state;
 
-use std::collections::HashMap;
-use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use furynet_dataplane::routing::netlink::NetlinkRouting;
-use furynet_dataplane::routing::plan::{plan, BlockInfo, Encapsulation, NodeInfo, PlanInput};
-use furynet_dataplane::routing::reconcile::reconcile;
-use furynet_model::{load_paths, load_str, Cluster, Severity};
-use furynet_policy::Engine;
+use furynet_model::{load_paths, load_str, Cluster, Protocol, Severity};
+use serde::Serialize;
 
-use crate::analyze::Entry;
 use crate::exit;
 use crate::out::{with_stdout, Format};
-use netns::{Ns, Res, PREFIX};
+use netns::{Ns, Res};
+use state::LabState;
 
 /// Build a cluster's networking from network namespaces and check NetworkPolicy for real.
 ///
-/// Needs root. Exit codes: 0 the dataplane agrees with `furynet analyze` on every probed
-/// connection; 1 it does not, or the lab could not be built; 2 bad usage.
+/// Needs root. A lab is long-lived: `up` builds nodes (each running `furynet agent`), `apply`
+/// and `delete` change its objects and return when every agent has programmed the change,
+/// `probe` measures every connection with real traffic (TCP, UDP, SCTP), `verify` compares
+/// that with `furynet analyze`, `down` removes everything. `demo` and `verify -f` do it all in
+/// one go.
+///
+/// Exit codes: 0 done (verify: the dataplane agrees with analyze on every probed connection);
+/// 1 it does not, or the lab could not be built or changed; 2 bad usage.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct LabArgs {
@@ -50,34 +52,108 @@ enum LabCommand {
     /// Build a 3-node lab with the demo shop (default deny, frontend -> backend -> database,
     /// DNS egress, metrics scraping), probe every connection, print the verified matrix, tear
     /// everything down.
-    Demo(RunArgs),
-    /// The same with your own Kubernetes YAML (Namespaces, Pods, workloads, NetworkPolicies).
+    Demo(OneShot),
+    /// Start a lab: underlay, nodes and their agents; optionally apply files.
+    Up {
+        #[command(flatten)]
+        build: BuildArgs,
+        /// Files or directories to apply once the nodes are up.
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+    },
+    /// Create or update objects (Namespaces, Pods, workloads, NetworkPolicies, Services);
+    /// returns when every agent has programmed them.
+    Apply(ChangeArgs),
+    /// Delete the objects named in the files (pods are torn down with CNI DEL); returns when
+    /// every agent has programmed the change.
+    Delete(ChangeArgs),
+    /// Nodes (underlay address, agent in sync or not) and pods (node, addresses).
+    Status {
+        /// Output: table, wide or json.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Measure every connection (ordered pair of distinct pods, each declared port of the
+    /// destination) with real traffic; -o json prints exactly `furynet analyze -o json`'s format.
+    Probe(ProbeArgs),
+    /// Probe and compare with `furynet analyze` on the lab's current objects; exit 1 and list
+    /// each difference when intent and dataplane disagree. With -f: a one-shot lab (up with the
+    /// files, verify, down).
     Verify {
-        /// Files or directories.
-        #[arg(short = 'f', long = "filename", required = true)]
+        /// One-shot mode: files or directories (needs no running lab).
+        #[arg(short = 'f', long = "filename")]
         files: Vec<PathBuf>,
         #[command(flatten)]
-        run: RunArgs,
+        build: BuildArgs,
+        #[command(flatten)]
+        probe: ProbeArgs,
     },
-    /// Remove everything a lab left behind (namespaces named fnylab-*), e.g. after a crash.
+    /// Remove everything a lab created (its agents and servers, namespaces named fnylab-*,
+    /// its datastore), from any state, also after a crash.
     Down,
+    /// A pod's port server (started by the lab inside the pod's namespace).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        netns: String,
+        #[arg(long = "ip")]
+        ips: Vec<IpAddr>,
+        /// PORT/PROTOCOL, e.g. 80/TCP.
+        #[arg(long = "port")]
+        ports: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Encap {
+pub(crate) enum Encap {
     Vxlan,
     None,
 }
 
 #[derive(Debug, Args)]
-struct RunArgs {
+struct BuildArgs {
     /// Number of nodes.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=50))]
     nodes: u8,
     /// Pod-to-pod transport between nodes.
     #[arg(long, value_enum, default_value_t = Encap::Vxlan)]
     encapsulation: Encap,
+    /// Datastore: `embedded` (a file database in the lab's directory) or etcd://HOST:PORT.
+    #[arg(long, default_value = "embedded")]
+    datastore: String,
+    /// Seconds to wait for the agents to program a change.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[derive(Debug, Args)]
+struct OneShot {
+    #[command(flatten)]
+    build: BuildArgs,
     /// Output: table (the verified matrix) or json (analyze's contract, measured).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+#[derive(Debug, Args)]
+struct ChangeArgs {
+    /// Files or directories.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// Seconds to wait for the agents to program the change.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// Only from these pods (namespace/name; repeatable).
+    #[arg(long)]
+    from: Vec<String>,
+    /// Only to these pods (namespace/name; repeatable).
+    #[arg(long)]
+    to: Vec<String>,
+    /// Output: table, wide or json (analyze's contract, measured).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     output: Format,
 }
@@ -89,14 +165,44 @@ const DEMO: [&str; 3] = [
     include_str!("../../../../examples/demo/20-policies.yaml"),
 ];
 
+pub(crate) fn progress(msg: &str) {
+    eprintln!("lab: {msg}");
+}
+
 pub fn run_cmd(args: &LabArgs) -> u8 {
     let res = match &args.command {
-        LabCommand::Down => netns::down().map(|n| {
-            eprintln!("lab down: removed {n} namespace(s)");
-            exit::OK
+        LabCommand::Down => down(),
+        LabCommand::Demo(o) => load_demo().and_then(|c| {
+            one_shot(
+                c,
+                &o.build,
+                &ProbeArgs {
+                    from: vec![],
+                    to: vec![],
+                    output: o.output,
+                },
+                true,
+            )
         }),
-        LabCommand::Demo(r) => load_demo().and_then(|c| run_lab(c, r, true)),
-        LabCommand::Verify { files, run } => load_files(files).and_then(|c| run_lab(c, run, false)),
+        LabCommand::Up { build, files } => up(build, files),
+        LabCommand::Apply(c) => change(c, true),
+        LabCommand::Delete(c) => change(c, false),
+        LabCommand::Status { output } => status(*output),
+        LabCommand::Probe(p) => probe_cmd(p, false),
+        LabCommand::Verify {
+            files,
+            build,
+            probe,
+        } if files.is_empty() => {
+            let _ = build;
+            probe_cmd(probe, true)
+        }
+        LabCommand::Verify {
+            files,
+            build,
+            probe,
+        } => load_files(files).and_then(|c| one_shot(c, build, probe, false)),
+        LabCommand::Serve { netns, ips, ports } => serve(netns, ips, ports),
     };
     res.unwrap_or_else(|e| {
         eprintln!("furynet lab: {e}");
@@ -104,12 +210,12 @@ pub fn run_cmd(args: &LabArgs) -> u8 {
     })
 }
 
-fn check(diags: &[furynet_model::Diagnostic]) -> Res<()> {
+fn check_diags(diags: &[furynet_model::Diagnostic]) -> Res<()> {
     for d in diags {
         eprintln!("{d}");
     }
     if diags.iter().any(|d| d.severity == Severity::Error) {
-        return Err("the input has invalid objects (see above)".into());
+        return Err("the input has invalid objects (see above); nothing was changed".into());
     }
     Ok(())
 }
@@ -118,368 +224,262 @@ fn load_demo() -> Res<Cluster> {
     // One input, as `furynet analyze examples/demo` reads it: namespaces are resolved once.
     let text = DEMO.join("\n---\n");
     let l = load_str("examples/demo", &text);
-    check(&l.diagnostics)?;
+    check_diags(&l.diagnostics)?;
     Ok(l.cluster)
 }
 
 fn load_files(files: &[PathBuf]) -> Res<Cluster> {
     let l = load_paths(files);
-    check(&l.diagnostics)?;
+    check_diags(&l.diagnostics)?;
     Ok(l.cluster)
 }
 
-struct Node {
-    name: String,
-    ns: Ns,
-    underlay: Ipv4Addr,
+fn down() -> Res<u8> {
+    // Best effort: an etcd-backed lab leaves keys under /furynet/ that belong to it.
+    if let Ok(Some(s)) = LabState::load() {
+        if s.datastore.starts_with("etcd://") || s.datastore.starts_with("http") {
+            if let Ok(ds) = cluster::open_datastore(&s) {
+                if let Ok((kvs, _)) = ds.list("") {
+                    for kv in kvs {
+                        let _ = ds.delete(&kv.key, None);
+                    }
+                }
+            }
+        }
+    }
+    let (procs, namespaces) = netns::down()?;
+    LabState::remove();
+    eprintln!("lab down: stopped {procs} process(es), removed {namespaces} namespace(s)");
+    Ok(exit::OK)
 }
 
-struct LabPod {
-    ns: Ns,
-    ip: IpAddr,
-    node: usize,
-    container: String,
-}
-
-/// Drop order: pods, nodes, underlay.
-struct Lab {
-    pods: Vec<LabPod>,
-    nodes: Vec<Node>,
-    _underlay: Ns,
-    datastore: PathBuf,
-    cni: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.datastore);
+fn up_opts(b: &BuildArgs) -> cluster::UpOptions {
+    cluster::UpOptions {
+        nodes: usize::from(b.nodes),
+        datastore: Some(b.datastore.clone()),
+        encapsulation: b.encapsulation,
+        timeout: Duration::from_secs(b.timeout),
     }
 }
 
-fn progress(msg: &str) {
-    eprintln!("lab: {msg}");
-}
-
-fn cni_binary() -> Res<PathBuf> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let cni = exe.with_file_name("furynet-cni");
-    if cni.is_file() {
-        Ok(cni)
-    } else {
-        Err(format!(
-            "{} not found next to furynet: build both (`cargo build --release`)",
-            cni.display()
-        ))
+/// `up`, tearing down whatever was built when it fails half-way.
+fn build_lab(b: &BuildArgs) -> Res<LabState> {
+    match cluster::up(&up_opts(b)) {
+        Ok(s) => Ok(s),
+        Err(e) if e.contains("already running") || e.contains("lab down` first") => Err(e),
+        Err(e) => {
+            let _ = down();
+            Err(e)
+        }
     }
 }
 
-fn conf(lab: &Lab, node: &str) -> String {
-    serde_json::json!({
-        "cniVersion": "1.1.0", "name": "k8s-pod-network", "type": "furynet-cni",
-        "datastore": {"type": "embedded", "path": lab.datastore},
-        "nodeName": node, "ipam": {"pools": ["10.244.0.0/16"]}, "mtu": 1450,
-    })
-    .to_string()
-}
-
-/// Calls the plugin inside the node's namespace as a runtime does.
-fn cni(lab: &Lab, node: usize, verb: &str, container: &str, pod: &Ns) -> Res<serde_json::Value> {
-    let node = &lab.nodes[node];
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &node.ns.name])
-        .arg(&lab.cni)
-        .env("CNI_COMMAND", verb)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_NETNS", pod.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", lab.cni.parent().unwrap_or(&lab.cni))
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAME={container}"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(conf(lab, &node.name).as_bytes())
-            .map_err(|e| e.to_string())?;
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "furynet-cni {verb} {container}: {}",
-            String::from_utf8_lossy(&out.stdout)
+fn apply_files(state: &mut LabState, c: &Cluster, timeout: Duration) -> Res<cluster::Changes> {
+    let ds = cluster::open_datastore(state)?;
+    let ch = cluster::apply(state, ds.as_ref(), c)?;
+    if ch.revision > 0 {
+        progress("waiting until every agent has programmed the change");
+        let took = cluster::wait_for_agents(state, ds.as_ref(), ch.revision, timeout)?;
+        progress(&format!(
+            "{} agent(s) programmed revision {} in {} ms",
+            state.nodes.len(),
+            ch.revision,
+            took.as_millis()
         ));
     }
-    if out.stdout.is_empty() {
-        return Ok(serde_json::Value::Null);
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    Ok(ch)
 }
 
-fn build(cluster: &mut Cluster, nodes: usize) -> Res<Lab> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("the lab needs root (it creates network namespaces)".into());
-    }
-    let cni_path = cni_binary()?;
-    let tag = format!("{PREFIX}{}", std::process::id());
-    progress(&format!("creating the underlay and {nodes} node(s)"));
-    let underlay = Ns::new(format!("{tag}-underlay"))?;
-    underlay.ip(&["link", "add", "br0", "type", "bridge"])?;
-    underlay.ip(&["link", "set", "br0", "up"])?;
-    let mut lab_nodes = Vec::new();
-    for i in 0..nodes {
-        let ns = Ns::new(format!("{tag}-node-{i}"))?;
-        let port = format!("p{i}");
-        underlay.ip(&["link", "add", &port, "type", "veth", "peer", "name", "ul0"])?;
-        underlay.ip(&["link", "set", "ul0", "netns", &ns.name])?;
-        underlay.ip(&["link", "set", &port, "master", "br0", "up"])?;
-        let ip = Ipv4Addr::new(172, 31, (i / 250) as u8, (i % 250) as u8 + 1);
-        ns.ip(&["addr", "add", &format!("{ip}/16"), "dev", "ul0"])?;
-        ns.ip(&["link", "set", "ul0", "up"])?;
-        ns.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            "172.31.255.254",
-            "dev",
-            "ul0",
-            "onlink",
-        ])?;
-        ns.sysctl("net.ipv4.ip_forward=1")?;
-        lab_nodes.push(Node {
-            name: format!("node-{i}"),
-            ns,
-            underlay: ip,
-        });
-    }
-    let datastore = std::env::temp_dir().join(format!("{tag}-datastore"));
-    let mut lab = Lab {
-        pods: Vec::new(),
-        nodes: lab_nodes,
-        _underlay: underlay,
-        datastore,
-        cni: cni_path,
+fn up(b: &BuildArgs, files: &[PathBuf]) -> Res<u8> {
+    let input = if files.is_empty() {
+        None
+    } else {
+        Some(load_files(files)?)
     };
+    let mut state = build_lab(b)?;
+    if let Some(c) = input {
+        apply_files(&mut state, &c, Duration::from_secs(b.timeout))?;
+    }
+    eprintln!(
+        "lab up: {} node(s) ({} encapsulation, datastore {}), {} pod(s); every agent in sync.\n\
+         next: furynet lab apply -f FILE | lab status | lab probe | lab verify | lab down",
+        state.nodes.len(),
+        state.encapsulation,
+        state.datastore,
+        state.pods.len()
+    );
+    Ok(exit::OK)
+}
 
-    cluster.pods.sort_by_key(|p| p.key());
-    progress(&format!(
-        "wiring {} pod(s) with furynet-cni",
-        cluster.pods.len()
-    ));
-    for (i, pod) in cluster.pods.iter_mut().enumerate() {
-        // Honour spec.nodeName when it names a lab node; otherwise round-robin.
-        let node = pod
-            .node_name
-            .as_deref()
-            .and_then(|n| lab.nodes.iter().position(|x| x.name == n))
-            .unwrap_or(i % nodes);
-        let ns = Ns::new(format!("{tag}-pod-{i}"))?;
-        let container = format!(
-            "{}-{}-{i}",
-            pod.namespace,
-            pod.name.chars().take(40).collect::<String>()
-        );
-        let container: String = container
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '-'
+fn change(c: &ChangeArgs, apply: bool) -> Res<u8> {
+    let input = load_files(&c.files)?;
+    let mut state = LabState::running()?;
+    let ds = cluster::open_datastore(&state)?;
+    let timeout = Duration::from_secs(c.timeout);
+    let ch = if apply {
+        apply_files(&mut state, &input, timeout)?
+    } else {
+        let ch = cluster::delete(&mut state, ds.as_ref(), &input)?;
+        if ch.revision > 0 {
+            cluster::wait_for_agents(&state, ds.as_ref(), ch.revision, timeout)?;
+        }
+        ch
+    };
+    for o in &ch.created {
+        eprintln!("{o} created");
+    }
+    for o in &ch.configured {
+        eprintln!("{o} configured");
+    }
+    for o in &ch.deleted {
+        eprintln!("{o} deleted");
+    }
+    if ch.unchanged > 0 {
+        eprintln!("{} object(s) unchanged", ch.unchanged);
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusNode {
+    name: String,
+    underlay: String,
+    netns: String,
+    agent_pid: u32,
+    in_sync: bool,
+    revision: Option<i64>,
+    error: Option<String>,
+    endpoints: usize,
+}
+
+#[derive(Serialize)]
+struct StatusPod {
+    namespace: String,
+    name: String,
+    node: String,
+    ips: Vec<IpAddr>,
+}
+
+#[derive(Serialize)]
+struct StatusOut {
+    nodes: Vec<StatusNode>,
+    pods: Vec<StatusPod>,
+}
+
+fn status(output: Format) -> Res<u8> {
+    let state = LabState::running()?;
+    let ds = cluster::open_datastore(&state)?;
+    let agents = cluster::agent_statuses(ds.as_ref())?;
+    let out = StatusOut {
+        nodes: state
+            .nodes
+            .iter()
+            .map(|n| {
+                let a = agents.get(&n.name);
+                StatusNode {
+                    name: n.name.clone(),
+                    underlay: n.underlay.to_string(),
+                    netns: n.netns.clone(),
+                    agent_pid: n.agent_pid,
+                    in_sync: a.is_some_and(|a| a.in_sync),
+                    revision: a.map(|a| a.revision),
+                    error: match a {
+                        Some(a) => a.error.clone(),
+                        None => Some("no status (agent down?)".into()),
+                    },
+                    endpoints: a.map_or(0, |a| a.endpoints),
                 }
             })
-            .collect();
-        let result = cni(&lab, node, "ADD", &container, &ns)?;
-        let ip = result["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse::<IpAddr>().ok())
-            .ok_or_else(|| format!("no address in the ADD result for {}", pod.key()))?;
-        pod.ips = vec![ip];
-        pod.node_name = Some(lab.nodes[node].name.clone());
-        lab.pods.push(LabPod {
-            ns,
-            ip,
-            node,
-            container,
-        });
-    }
-    Ok(lab)
-}
-
-fn program(lab: &Lab, cluster: &Cluster, engine: &Engine, encap: Encap) -> Res<()> {
-    progress("programming routes (VXLAN or direct) and nftables policy on every node");
-    let ds = furynet_datastore::open(&furynet_datastore::DatastoreConfig::Embedded {
-        path: lab.datastore.clone(),
-    })
-    .map_err(|e| e.to_string())?;
-    let (kvs, _) = ds
-        .list(furynet_ipam::records::BLOCKS_PREFIX)
-        .map_err(|e| e.to_string())?;
-    let mut blocks = Vec::new();
-    for kv in kvs {
-        let b: furynet_ipam::records::BlockRecord =
-            serde_json::from_slice(&kv.value).map_err(|e| e.to_string())?;
-        blocks.push(BlockInfo {
-            cidr: b.cidr,
-            node: b.affinity,
-        });
-    }
-    let nodes: Vec<NodeInfo> = lab
-        .nodes
-        .iter()
-        .map(|n| NodeInfo {
-            name: n.name.clone(),
-            underlay: n.underlay,
-        })
-        .collect();
-    let encapsulation = match encap {
-        Encap::Vxlan => Encapsulation::default(),
-        Encap::None => Encapsulation::None,
-    };
-    for (n, node) in lab.nodes.iter().enumerate() {
-        let p = plan(&PlanInput {
-            node: node.name.clone(),
-            underlay: node.underlay,
-            underlay_mtu: 1500,
-            nodes: nodes.clone(),
-            blocks: blocks.clone(),
-            encapsulation: encapsulation.clone(),
-        });
-        reconcile(&NetlinkRouting::in_netns(node.ns.path()), &p)
-            .map_err(|e| format!("routes on {}: {e}", node.name))?;
-        let ifaces: HashMap<String, String> = cluster
+            .collect(),
+        pods: state
             .pods
             .iter()
-            .zip(&lab.pods)
-            .filter(|(_, lp)| lp.node == n)
-            .map(|(p, lp)| (p.key(), furynet_cni::host_veth_name(&lp.container, "eth0")))
-            .collect();
-        let state = furynet_calc::compute(engine, &node.name, &ifaces);
-        furynet_dataplane::nft::Nft::in_netns(node.ns.name.clone())
-            .apply(&furynet_calc::render_full(&state))
-            .map_err(|e| format!("nftables on {}: {e}", node.name))?;
-    }
-    Ok(())
+            .map(|p| StatusPod {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                node: state.nodes[p.node].name.clone(),
+                ips: p.ips.clone(),
+            })
+            .collect(),
+    };
+    with_stdout(|w| match output {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *w, &out)?;
+            writeln!(w)
+        }
+        Format::Yaml => {
+            let y = serde_yaml_ng::to_string(&out).map_err(std::io::Error::other)?;
+            write!(w, "{y}")
+        }
+        _ => {
+            let wide = output == Format::Wide;
+            writeln!(
+                w,
+                "NODE\tUNDERLAY\tAGENT\tIN-SYNC\tREVISION\tENDPOINTS{}",
+                if wide { "\tNETNS\tERROR" } else { "" }
+            )?;
+            for n in &out.nodes {
+                write!(
+                    w,
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    n.name,
+                    n.underlay,
+                    n.agent_pid,
+                    if n.in_sync { "yes" } else { "no" },
+                    n.revision.map_or("-".into(), |r| r.to_string()),
+                    n.endpoints
+                )?;
+                if wide {
+                    write!(w, "\t{}\t{}", n.netns, n.error.as_deref().unwrap_or("-"))?;
+                }
+                writeln!(w)?;
+            }
+            writeln!(w)?;
+            writeln!(w, "NAMESPACE\tPOD\tNODE\tIPS")?;
+            for p in &out.pods {
+                let ips: Vec<String> = p.ips.iter().map(IpAddr::to_string).collect();
+                writeln!(
+                    w,
+                    "{}\t{}\t{}\t{}",
+                    p.namespace,
+                    p.name,
+                    p.node,
+                    ips.join(",")
+                )?;
+            }
+            Ok(())
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(exit::OK)
 }
 
-fn run_lab(mut cluster: Cluster, args: &RunArgs, demo: bool) -> Res<u8> {
-    let lab = build(&mut cluster, usize::from(args.nodes))?;
-    let engine = Engine::new(&cluster);
-    program(&lab, &cluster, &engine, args.encapsulation)?;
-
-    progress("starting pod servers and probing every connection");
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut servers = Vec::new();
-    let mut unprobed = Vec::new();
-    let mut unserved = Vec::new();
-    for (i, pod) in engine.pods().iter().enumerate() {
-        for (port, proto) in pod.declared_ports() {
-            match probe::serve(&lab.pods[i].ns, lab.pods[i].ip, port, proto, stop.clone()) {
-                Ok(h) => servers.push(h),
-                Err(e) => {
-                    unserved.push((i, port, proto));
-                    unprobed.push(format!("{} {port}/{proto}: {e}", pod.key()));
-                }
-            }
-        }
-    }
-    let mut cases = Vec::new();
-    for s in 0..engine.pods().len() {
-        for d in (0..engine.pods().len()).filter(|&d| d != s) {
-            for (port, proto) in engine.pods()[d].declared_ports() {
-                // A port whose server could not start is reported as not probed.
-                if !unserved.contains(&(d, port, proto)) {
-                    cases.push((s, d, port, proto));
-                }
-            }
-        }
-    }
-    let results: Vec<Res<Option<String>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = cases
-            .iter()
-            .map(|&(s, d, port, proto)| {
-                let (from, to) = (&lab.pods[s], &lab.pods[d]);
-                scope.spawn(move || probe::probe(&from.ns, SocketAddr::new(to.ip, port), proto))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("probe panicked".into())))
-            .collect()
-    });
-    stop.store(true, Ordering::SeqCst);
-    for s in servers {
-        let _ = s.join();
-    }
-
-    let mut entries = Vec::new();
-    let mut differences = Vec::new();
-    for (&(s, d, port, proto), got) in cases.iter().zip(results) {
-        let (src, dst) = (engine.pods()[s].key(), engine.pods()[d].key());
-        let want = engine.allowed(s, d, port, proto);
-        let seen = got?;
-        let allowed = seen.is_some();
-        if let Some(seen) = &seen {
-            if *seen != lab.pods[s].ip.to_string() {
-                differences.push(format!(
-                    "{src} -> {dst} {port}/{proto}: the server saw {seen}, not {} (NAT)",
-                    lab.pods[s].ip
-                ));
-            }
-        }
-        if allowed != want {
-            let (a, b) = if want {
-                ("allows", "dropped")
-            } else {
-                ("denies", "passed")
-            };
-            differences.push(format!(
-                "{src} -> {dst} {port}/{proto}: analyze {a}, traffic {b}"
-            ));
-        }
-        entries.push(Entry {
-            src,
-            dst,
-            port,
-            protocol: proto,
-            allowed,
-        });
-    }
-
-    progress("tearing down (CNI DEL for every pod, then the namespaces)");
-    for p in &lab.pods {
-        if let Err(e) = cni(&lab, p.node, "DEL", &p.container, &p.ns) {
-            differences.push(format!("teardown: {e}"));
-        }
-    }
-    drop(lab);
-
-    with_stdout(|w| match args.output {
+/// Prints the measured matrix; with `verify`, also the verdict. Returns the exit code.
+fn report(m: &check::Measured, p: &ProbeArgs, verify: bool, headline: Option<String>) -> Res<u8> {
+    with_stdout(|w| match p.output {
         Format::Json | Format::Yaml => {
-            serde_json::to_writer(&mut *w, &entries)?;
+            serde_json::to_writer(&mut *w, &m.entries)?;
             writeln!(w)
         }
         _ => {
-            if demo {
-                writeln!(w, "furynet lab demo: {} node(s), {} pod(s); matrix measured with real traffic\n", args.nodes, engine.pods().len())?;
+            if let Some(h) = &headline {
+                writeln!(w, "{h}\n")?;
             }
-            crate::analyze::render_table(&engine, &entries, w)?;
+            crate::analyze::render_table(&m.engine, &m.entries, w)?;
+            if !verify {
+                return Ok(());
+            }
             writeln!(w)?;
-            if differences.is_empty() {
+            if m.differences.is_empty() {
                 writeln!(
                     w,
                     "VERIFIED: the dataplane agrees with `furynet analyze` on all {} connections; every server saw the client pod's own address (no NAT).",
-                    entries.len()
+                    m.entries.len()
                 )
             } else {
                 writeln!(w, "DIFFERENCES between intent and dataplane:")?;
-                for d in &differences {
+                for d in &m.differences {
                     writeln!(w, "  {d}")?;
                 }
                 Ok(())
@@ -487,18 +487,86 @@ fn run_lab(mut cluster: Cluster, args: &RunArgs, demo: bool) -> Res<u8> {
         }
     })
     .map_err(|e| e.to_string())?;
-    for u in &unprobed {
+    for u in &m.unprobed {
         eprintln!("not probed: {u}");
     }
-    if !unprobed.is_empty() || cases.len() != entries.len() {
-        eprintln!(
-            "furynet lab: {} port(s) could not be probed (listed above)",
-            unprobed.len()
-        );
+    if verify && !m.differences.is_empty() {
+        for d in &m.differences {
+            eprintln!("difference: {d}");
+        }
+        return Ok(exit::INVALID_INPUT);
     }
-    Ok(if differences.is_empty() {
-        exit::OK
-    } else {
-        exit::INVALID_INPUT
+    Ok(exit::OK)
+}
+
+fn probe_cmd(p: &ProbeArgs, verify: bool) -> Res<u8> {
+    let state = LabState::running()?;
+    let ds = cluster::open_datastore(&state)?;
+    let c = cluster::stored_cluster(ds.as_ref())?;
+    let m = check::measure(&state, &c, &p.from, &p.to)?;
+    report(&m, p, verify, None)
+}
+
+/// `demo` and `verify -f`: up with the objects, probe, compare, down (always).
+fn one_shot(input: Cluster, b: &BuildArgs, p: &ProbeArgs, demo: bool) -> Res<u8> {
+    let mut state = build_lab(b)?;
+    let run = (|| {
+        apply_files(&mut state, &input, Duration::from_secs(b.timeout))?;
+        progress("probing every connection with real traffic");
+        let ds = cluster::open_datastore(&state)?;
+        let c = cluster::stored_cluster(ds.as_ref())?;
+        check::measure(&state, &c, &p.from, &p.to)
+    })();
+    progress("tearing down (agents, servers, namespaces, datastore)");
+    let _ = down();
+    let m = run?;
+    let headline = demo.then(|| {
+        format!(
+            "furynet lab demo: {} node(s), {} pod(s), one furynet agent per node; matrix measured with real traffic",
+            b.nodes,
+            m.engine.pods().len()
+        )
+    });
+    report(&m, p, true, headline)
+}
+
+/// The port server: binds every (address, port), prints `ready`, serves until SIGTERM.
+fn serve(netns: &str, ips: &[IpAddr], ports: &[String]) -> Res<u8> {
+    let stop = Arc::new(AtomicBool::new(false));
+    furynet_agent::signals::stop_on_term(stop.clone()).map_err(|e| e.to_string())?;
+    let ns = Ns::existing(netns);
+    let mut handles = Vec::new();
+    for spec in ports {
+        let (port, proto) = spec
+            .split_once('/')
+            .ok_or_else(|| format!("--port {spec:?}: expected PORT/PROTOCOL"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("--port {spec:?}: bad port"))?;
+        let proto = match proto.to_ascii_uppercase().as_str() {
+            "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            "SCTP" => Protocol::Sctp,
+            other => return Err(format!("--port {spec:?}: unknown protocol {other}")),
+        };
+        // SCTP over raw sockets answers for IPv4 only.
+        for ip in ips
+            .iter()
+            .filter(|ip| proto != Protocol::Sctp || ip.is_ipv4())
+        {
+            handles.push(probe::serve(&ns, *ip, port, proto, stop.clone())?);
+        }
+    }
+    with_stdout(|w| {
+        writeln!(w, "ready")?;
+        w.flush()
     })
+    .map_err(|e| e.to_string())?;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(exit::OK)
 }

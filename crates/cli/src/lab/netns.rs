@@ -28,14 +28,38 @@ pub fn run(cmd: &str, args: &[&str]) -> Res<String> {
 #[derive(Debug)]
 pub struct Ns {
     pub name: String,
+    /// Leave the namespace in place on drop (long-lived labs).
+    keep: bool,
 }
 
 impl Ns {
     pub fn new(name: String) -> Res<Ns> {
         run("ip", &["netns", "add", &name])?;
-        let ns = Ns { name };
+        let ns = Ns { name, keep: false };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// A namespace that exists already and outlives this handle.
+    pub fn existing(name: &str) -> Ns {
+        Ns {
+            name: name.to_string(),
+            keep: true,
+        }
+    }
+
+    /// A handle to an existing namespace that deletes it on drop.
+    pub fn adopt(name: &str) -> Ns {
+        Ns {
+            name: name.to_string(),
+            keep: false,
+        }
+    }
+
+    /// Keep the namespace after this handle is dropped; returns its name.
+    pub fn keep(mut self) -> String {
+        self.keep = true;
+        self.name.clone()
     }
 
     pub fn path(&self) -> PathBuf {
@@ -67,21 +91,59 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
     }
 }
 
-/// Deletes every lab namespace and datastore (after a crash, or a lab from another process).
-pub fn down() -> Res<usize> {
+/// Names of every lab namespace on the machine.
+pub fn lab_namespaces() -> Res<Vec<String>> {
     let list = run("ip", &["netns", "list"])?;
-    let mut n = 0;
-    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-        if name.starts_with(PREFIX) {
-            run("ip", &["netns", "del", name])?;
-            n += 1;
-        }
+    Ok(list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(PREFIX))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Processes running inside lab namespaces (agents, pod servers): all started by the lab.
+fn lab_processes(namespaces: &[String]) -> Vec<i32> {
+    namespaces
+        .iter()
+        .filter_map(|ns| run("ip", &["netns", "pids", ns]).ok())
+        .flat_map(|out| {
+            out.lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Deletes everything a lab left: its processes (SIGTERM, then SIGKILL after 3 s), every lab
+/// namespace, and the lab's temporary datastores. Works from any half-built state.
+/// Returns (processes stopped, namespaces removed).
+pub fn down() -> Res<(usize, usize)> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let namespaces = lab_namespaces()?;
+    let pids = lab_processes(&namespaces);
+    for &p in &pids {
+        let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline && !lab_processes(&namespaces).is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for p in lab_processes(&namespaces) {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    for name in &namespaces {
+        run("ip", &["netns", "del", name])?;
     }
     // The lab's embedded datastores live in the temporary directory under the same prefix.
     if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
@@ -91,5 +153,5 @@ pub fn down() -> Res<usize> {
             }
         }
     }
-    Ok(n)
+    Ok((pids.len(), namespaces.len()))
 }

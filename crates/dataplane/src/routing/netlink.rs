@@ -27,6 +27,13 @@ use crate::kernel::{Kernel, Netns};
 use crate::linux::{is_main_unicast, parse_link, route_ip};
 use crate::{Error, LinuxKernel, Result, HOST_IFACE_PREFIX, RTPROT_FURYNET};
 
+struct ProtoRoute {
+    dst: IpNet,
+    via: Option<IpAddr>,
+    dev: String,
+    onlink: bool,
+}
+
 /// The routing operations on a [`LinuxKernel`], in the current namespace or the one at `netns`.
 #[derive(Debug, Default)]
 pub struct NetlinkRouting {
@@ -46,6 +53,69 @@ impl NetlinkRouting {
             kernel: LinuxKernel::new(),
             netns: Some(path.into()),
         }
+    }
+
+    /// The pod routes furynet-cni installed in this namespace (`POD/32 dev fnyX scope link
+    /// proto 154`, no gateway): each local pod address and its host interface. The node agent
+    /// learns its local endpoints from these, so it needs no record from the plugin.
+    pub fn pod_routes(&self) -> Result<Vec<(IpAddr, String)>> {
+        Ok(self
+            .proto_routes()?
+            .into_iter()
+            .filter(|r| {
+                r.via.is_none()
+                    && r.dev.starts_with(HOST_IFACE_PREFIX)
+                    && r.dst.prefix_len() == r.dst.max_prefix_len()
+            })
+            .map(|r| (r.dst.addr(), r.dev))
+            .collect())
+    }
+
+    /// Main-table unicast routes with protocol 154, with and without a gateway.
+    fn proto_routes(&self) -> Result<Vec<ProtoRoute>> {
+        let names: HashMap<u32, String> = self
+            .links()?
+            .iter()
+            .map(|l| {
+                let l = parse_link(l);
+                (l.index, l.name)
+            })
+            .collect();
+        let mut msgs = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut req = RouteMessage::default();
+            req.header.address_family = family;
+            msgs.extend(self.dump("list routes", RouteNetlinkMessage::GetRoute(req))?);
+        }
+        let mut out = Vec::new();
+        for m in msgs {
+            let RouteNetlinkMessage::NewRoute(r) = m else {
+                continue;
+            };
+            if !is_main_unicast(&r) || r.header.protocol != RouteProtocol::from(RTPROT_FURYNET) {
+                continue;
+            }
+            let (mut dst, mut via, mut oif) = (None, None, None);
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Destination(x) => dst = route_ip(x),
+                    RouteAttribute::Gateway(x) => via = route_ip(x),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            let Some(Ok(dst)) = dst.map(|d| IpNet::new(d, r.header.destination_prefix_length))
+            else {
+                continue;
+            };
+            out.push(ProtoRoute {
+                dst,
+                via,
+                dev: oif.and_then(|i| names.get(&i).cloned()).unwrap_or_default(),
+                onlink: r.header.flags.contains(RouteFlags::Onlink),
+            });
+        }
+        Ok(out)
     }
 
     fn ns(&self) -> Netns<'_> {
@@ -279,52 +349,19 @@ impl RoutingKernel for NetlinkRouting {
     }
 
     fn owned_routes(&self) -> Result<Vec<OwnedRoute>> {
-        let names: HashMap<u32, String> = self
-            .links()?
-            .iter()
-            .map(|l| {
-                let l = parse_link(l);
-                (l.index, l.name)
+        // No gateway: a CNI pod route, not ours to manage here.
+        Ok(self
+            .proto_routes()?
+            .into_iter()
+            .filter_map(|r| {
+                Some(OwnedRoute {
+                    dst: r.dst,
+                    via: r.via?,
+                    dev: r.dev,
+                    onlink: r.onlink,
+                })
             })
-            .collect();
-        let mut msgs = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut req = RouteMessage::default();
-            req.header.address_family = family;
-            msgs.extend(self.dump("list routes", RouteNetlinkMessage::GetRoute(req))?);
-        }
-        let mut out = Vec::new();
-        for m in msgs {
-            let RouteNetlinkMessage::NewRoute(r) = m else {
-                continue;
-            };
-            if !is_main_unicast(&r) || r.header.protocol != RouteProtocol::from(RTPROT_FURYNET) {
-                continue;
-            }
-            let (mut dst, mut via, mut oif) = (None, None, None);
-            for a in &r.attributes {
-                match a {
-                    RouteAttribute::Destination(x) => dst = route_ip(x),
-                    RouteAttribute::Gateway(x) => via = route_ip(x),
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    _ => {}
-                }
-            }
-            // No gateway: a CNI pod route — not ours to manage.
-            let (Some(via), Some(dst)) = (via, dst) else {
-                continue;
-            };
-            let Ok(dst) = IpNet::new(dst, r.header.destination_prefix_length) else {
-                continue;
-            };
-            out.push(OwnedRoute {
-                dst,
-                via,
-                dev: oif.and_then(|i| names.get(&i).cloned()).unwrap_or_default(),
-                onlink: r.header.flags.contains(RouteFlags::Onlink),
-            });
-        }
-        Ok(out)
+            .collect())
     }
 
     fn apply(&self, change: &Change) -> Result<()> {

@@ -1,0 +1,134 @@
+//! `furynet agent`: the node agent (one per node, as root, in the node's network namespace).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use furynet_agent::state::NodeSetup;
+use furynet_agent::{Config, Health};
+use furynet_dataplane::routing::plan::Encapsulation;
+
+use crate::exit;
+
+/// Run the node agent: follow the datastore, program this node's routes, VXLAN overlay and
+/// nftables policy, and report health.
+///
+/// The agent registers the node (`nodes/NAME`), lists and watches the datastore, and programs
+/// the kernel of the network namespace it runs in: routes (protocol 154) and the VXLAN device
+/// to every other node's pod blocks, and table `inet furynet` (minimal delta per change, full
+/// resync at start and every --resync-interval). It writes its status to `agents/NAME`
+/// (attached to a lease, so it disappears when the agent dies) and serves `/healthz` and
+/// `/readyz` on --health-addr. SIGTERM/SIGINT stop it; the kernel state is left in place,
+/// so a restarted agent takes over without disrupting traffic.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct AgentArgs {
+    /// This node's name (as pods' spec.nodeName and IPAM block affinities name it).
+    #[arg(long, env = "FURYNET_NODE")]
+    node: String,
+    /// This node's underlay IPv4 address (VXLAN endpoint, next hop for direct routes).
+    #[arg(long, env = "FURYNET_NODE_IP")]
+    node_ip: Ipv4Addr,
+    /// Datastore: a directory (embedded, the default /var/lib/furynet) or etcd://HOST:PORT[,...].
+    #[arg(long, env = "FURYNET_DATASTORE", default_value = "/var/lib/furynet")]
+    datastore: String,
+    /// Pod-to-pod transport between nodes.
+    #[arg(long, value_enum, default_value_t = Encap::Vxlan)]
+    encapsulation: Encap,
+    /// VXLAN network identifier.
+    #[arg(long, default_value_t = furynet_dataplane::routing::plan::DEFAULT_VNI)]
+    vxlan_vni: u32,
+    /// VXLAN UDP port.
+    #[arg(long, default_value_t = furynet_dataplane::routing::plan::DEFAULT_VXLAN_PORT)]
+    vxlan_port: u16,
+    /// VXLAN device name (keep the fny prefix: it marks the device as ours).
+    #[arg(long, default_value = furynet_dataplane::routing::plan::DEFAULT_VXLAN_DEVICE)]
+    vxlan_device: String,
+    /// MTU of the underlay interface (the pod MTU is this minus the overlay's overhead).
+    #[arg(long, default_value_t = 1500)]
+    underlay_mtu: u32,
+    /// Address of the /healthz and /readyz endpoints.
+    #[arg(long, default_value = "127.0.0.1:9099")]
+    health_addr: SocketAddr,
+    /// Seconds between full re-reads of the kernel (drift repair) when nothing changes.
+    #[arg(long, default_value_t = 30)]
+    resync_interval: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Encap {
+    Vxlan,
+    None,
+}
+
+pub fn run(args: &AgentArgs) -> u8 {
+    let level = std::env::var("FURYNET_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .try_init();
+    if !args
+        .vxlan_device
+        .starts_with(furynet_dataplane::HOST_IFACE_PREFIX)
+    {
+        eprintln!(
+            "furynet agent: --vxlan-device {:?} must start with {:?} (the prefix marks our links)",
+            args.vxlan_device,
+            furynet_dataplane::HOST_IFACE_PREFIX
+        );
+        return exit::USAGE;
+    }
+    let encapsulation = match args.encapsulation {
+        Encap::Vxlan => Encapsulation::Vxlan {
+            vni: args.vxlan_vni,
+            port: args.vxlan_port,
+            device: args.vxlan_device.clone(),
+        },
+        Encap::None => Encapsulation::None,
+    };
+    let mut cfg = Config::new(NodeSetup {
+        name: args.node.clone(),
+        underlay: args.node_ip,
+        underlay_mtu: args.underlay_mtu,
+        encapsulation,
+    });
+    cfg.resync_interval = Duration::from_secs(args.resync_interval.max(1));
+    let ds = match crate::store_arg::parse(&args.datastore)
+        .and_then(|c| crate::store_arg::connect(&c))
+    {
+        Ok(ds) => ds,
+        Err(e) => {
+            eprintln!("furynet agent: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let health = Health::new();
+    match furynet_agent::health::serve(args.health_addr, health.clone()) {
+        Ok(addr) => tracing::info!(%addr, "serving /healthz and /readyz"),
+        Err(e) => {
+            eprintln!("furynet agent: cannot listen on {}: {e}", args.health_addr);
+            return exit::INVALID_INPUT;
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Err(e) = furynet_agent::signals::stop_on_term(stop.clone()) {
+        eprintln!("furynet agent: cannot install signal handlers: {e}");
+        return exit::INVALID_INPUT;
+    }
+    tracing::info!(node = %args.node, datastore = %args.datastore, "agent starting");
+    match furynet_agent::agent::run_linux(&cfg, ds, health, stop) {
+        Ok(()) => {
+            tracing::info!("agent stopped");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("furynet agent: {e}");
+            exit::INVALID_INPUT
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! Building and changing a long-lived lab: nodes with their agents, pods wired by the real
+//! `furynet-cni` with a port server each, cluster objects written to the datastore, and
+//! waiting until every agent has programmed a change.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use furynet_agent::keys::{self, AgentStatus, Object};
+use furynet_datastore::{Datastore, Error as DsError};
+use furynet_model::{Cluster, Pod};
+
+use super::netns::{Ns, Res, PREFIX};
+use super::state::{dir, LabState, NodeState, PodState};
+use super::{progress, Encap};
+
+/// How the lab is built.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub nodes: usize,
+    pub datastore: Option<String>,
+    pub encapsulation: Encap,
+    pub timeout: Duration,
+}
+
+fn exe() -> Res<PathBuf> {
+    std::env::current_exe().map_err(|e| e.to_string())
+}
+
+pub fn cni_binary() -> Res<PathBuf> {
+    let cni = exe()?.with_file_name("furynet-cni");
+    if cni.is_file() {
+        Ok(cni)
+    } else {
+        Err(format!(
+            "{} not found next to furynet: build both (`cargo build --release`)",
+            cni.display()
+        ))
+    }
+}
+
+pub fn open_datastore(state: &LabState) -> Res<Arc<dyn Datastore>> {
+    let cfg = crate::store_arg::parse(&state.datastore)?;
+    crate::store_arg::connect(&cfg)
+}
+
+/// Starts `args` inside `netns` as a background process in its own process group (so the
+/// terminal's Ctrl-C does not reach it), stderr appended to `log`.
+fn spawn_in(
+    netns: &str,
+    args: &[String],
+    log: &PathBuf,
+    stdout: Stdio,
+) -> Res<std::process::Child> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(exe()?)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(log_file)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting {} in {netns}: {e}", args.join(" ")))
+}
+
+/// `lab up`: underlay, nodes, agents; returns once every agent reports in sync.
+pub fn up(opts: &UpOptions) -> Res<LabState> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("the lab needs root (it creates network namespaces)".into());
+    }
+    if let Some(s) = LabState::load()? {
+        return Err(format!(
+            "a lab is already running ({} node(s), {} pod(s), namespaces {}-*): use it, or remove it with `furynet lab down`",
+            s.nodes.len(),
+            s.pods.len(),
+            s.tag
+        ));
+    }
+    if !super::netns::lab_namespaces()?.is_empty() {
+        return Err(
+            "lab namespaces (fnylab-*) exist from an earlier lab: run `furynet lab down` first"
+                .into(),
+        );
+    }
+    cni_binary()?;
+    let tag = format!("{PREFIX}{}", std::process::id());
+    let datastore = match &opts.datastore {
+        Some(d) if d != "embedded" => d.clone(),
+        _ => dir().join("datastore").display().to_string(),
+    };
+    let mut state = LabState {
+        tag: tag.clone(),
+        datastore,
+        encapsulation: match opts.encapsulation {
+            Encap::Vxlan => "vxlan".into(),
+            Encap::None => "none".into(),
+        },
+        nodes: Vec::new(),
+        pods: Vec::new(),
+        next_pod: 0,
+    };
+    state.save()?;
+    let ds = open_datastore(&state)?;
+    let (existing, _) = ds.list("").map_err(|e| e.to_string())?;
+    if !existing.is_empty() {
+        LabState::remove();
+        return Err(format!(
+            "the datastore {} already holds {} key(s): the lab needs an empty one (it owns the whole /furynet/ prefix)",
+            state.datastore,
+            existing.len()
+        ));
+    }
+    progress(&format!("creating the underlay and {} node(s)", opts.nodes));
+    let underlay = Ns::new(format!("{tag}-underlay"))?;
+    underlay.ip(&["link", "add", "br0", "type", "bridge"])?;
+    underlay.ip(&["link", "set", "br0", "up"])?;
+    let underlay = underlay.keep();
+    let underlay = Ns::existing(&underlay);
+    for i in 0..opts.nodes {
+        let ns = Ns::new(format!("{tag}-node-{i}"))?;
+        let port = format!("p{i}");
+        underlay.ip(&["link", "add", &port, "type", "veth", "peer", "name", "ul0"])?;
+        underlay.ip(&["link", "set", "ul0", "netns", &ns.name])?;
+        underlay.ip(&["link", "set", &port, "master", "br0", "up"])?;
+        let ip = Ipv4Addr::new(172, 31, (i / 250) as u8, (i % 250) as u8 + 1);
+        ns.ip(&["addr", "add", &format!("{ip}/16"), "dev", "ul0"])?;
+        ns.ip(&["link", "set", "ul0", "up"])?;
+        ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "172.31.255.254",
+            "dev",
+            "ul0",
+            "onlink",
+        ])?;
+        ns.sysctl("net.ipv4.ip_forward=1")?;
+        let name = format!("node-{i}");
+        let netns = ns.keep();
+        let args: Vec<String> = [
+            "agent",
+            "--node",
+            &name,
+            "--node-ip",
+            &ip.to_string(),
+            "--datastore",
+            &state.datastore,
+            "--encapsulation",
+            &state.encapsulation,
+            "--health-addr",
+            "127.0.0.1:9099",
+            "--resync-interval",
+            "10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let child = spawn_in(
+            &netns,
+            &args,
+            &state.log_file(&format!("agent-{name}")),
+            Stdio::null(),
+        )?;
+        state.nodes.push(NodeState {
+            name,
+            netns,
+            underlay: ip,
+            agent_pid: child.id(),
+        });
+        state.save()?;
+    }
+    progress("waiting for every agent's first complete sync");
+    wait_for_agents(&state, ds.as_ref(), 0, opts.timeout)?;
+    Ok(state)
+}
+
+/// Waits until every node's agent reports in sync at `revision` or later.
+pub fn wait_for_agents(
+    state: &LabState,
+    ds: &dyn Datastore,
+    revision: i64,
+    timeout: Duration,
+) -> Res<Duration> {
+    let started = Instant::now();
+    loop {
+        let statuses = agent_statuses(ds)?;
+        let behind: Vec<String> = state
+            .nodes
+            .iter()
+            .filter_map(|n| match statuses.get(&n.name) {
+                Some(s) if s.in_sync && s.revision >= revision => None,
+                Some(s) if !s.in_sync => Some(format!(
+                    "{} (not in sync: {})",
+                    n.name,
+                    s.error.as_deref().unwrap_or("unknown")
+                )),
+                Some(s) => Some(format!(
+                    "{} (at revision {}, want {revision})",
+                    n.name, s.revision
+                )),
+                None => Some(format!(
+                    "{} (no status: agent down? see {})",
+                    n.name,
+                    state.log_file(&format!("agent-{}", n.name)).display()
+                )),
+            })
+            .collect();
+        if behind.is_empty() {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            return Err(format!(
+                "timed out after {timeout:?} waiting for agents: {}",
+                behind.join("; ")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn agent_statuses(ds: &dyn Datastore) -> Res<BTreeMap<String, AgentStatus>> {
+    let (kvs, _) = ds.list(keys::AGENTS_PREFIX).map_err(|e| e.to_string())?;
+    Ok(kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<AgentStatus>(&kv.value).ok())
+        .map(|s| (s.node.clone(), s))
+        .collect())
+}
+
+fn cni_conf(state: &LabState, node: &str) -> Res<String> {
+    let datastore = match crate::store_arg::parse(&state.datastore)? {
+        furynet_datastore::DatastoreConfig::Embedded { path } => {
+            serde_json::json!({"type": "embedded", "path": path})
+        }
+        furynet_datastore::DatastoreConfig::Etcd { endpoints } => {
+            serde_json::json!({"type": "etcd", "endpoints": endpoints})
+        }
+    };
+    Ok(serde_json::json!({
+        "cniVersion": "1.1.0", "name": "k8s-pod-network", "type": "furynet-cni",
+        "datastore": datastore,
+        "nodeName": node, "ipam": {"pools": ["10.244.0.0/16"]}, "mtu": 1450,
+    })
+    .to_string())
+}
+
+/// Calls the plugin inside the node's namespace as a container runtime does.
+pub fn cni(state: &LabState, pod: &PodState, verb: &str) -> Res<serde_json::Value> {
+    let cni = cni_binary()?;
+    let node = &state.nodes[pod.node];
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &node.netns])
+        .arg(&cni)
+        .env("CNI_COMMAND", verb)
+        .env("CNI_CONTAINERID", &pod.container)
+        .env("CNI_NETNS", format!("/run/netns/{}", pod.netns))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", cni.parent().unwrap_or(&cni))
+        .env(
+            "CNI_ARGS",
+            format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
+                pod.namespace, pod.name
+            ),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(cni_conf(state, &node.name)?.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "furynet-cni {verb} {}: {}",
+            pod.key(),
+            String::from_utf8_lossy(&out.stdout)
+        ));
+    }
+    if out.stdout.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Starts the pod's port server (`furynet lab serve`) and waits until it listens.
+fn start_server(state: &LabState, pod: &PodState, spec: &Pod) -> Res<u32> {
+    let ports = spec.declared_ports();
+    if ports.is_empty() {
+        return Ok(0);
+    }
+    let mut args = vec![
+        "lab".to_string(),
+        "serve".into(),
+        "--netns".into(),
+        pod.netns.clone(),
+    ];
+    for ip in &pod.ips {
+        args.push("--ip".into());
+        args.push(ip.to_string());
+    }
+    for (port, proto) in ports {
+        args.push("--port".into());
+        args.push(format!("{port}/{}", proto.as_str()));
+    }
+    let mut child = spawn_in(
+        &pod.netns,
+        &args,
+        &state.log_file("servers"),
+        Stdio::piped(),
+    )?;
+    let pid = child.id();
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!(
+            "the port server of {} did not start (see {})",
+            pod.key(),
+            state.log_file("servers").display()
+        ));
+    }
+    Ok(pid)
+}
+
+fn stop_process(pid: u32) {
+    use nix::sys::signal::{kill, Signal};
+    if pid == 0 {
+        return;
+    }
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    if kill(pid, Signal::SIGTERM).is_err() {
+        return;
+    }
+    for _ in 0..40 {
+        if kill(pid, None).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+}
+
+/// Creates, wires and serves a new pod; returns its record.
+fn add_pod(state: &mut LabState, spec: &Pod) -> Res<PodState> {
+    let n = state.nodes.len();
+    let node = spec
+        .node_name
+        .as_deref()
+        .and_then(|name| state.nodes.iter().position(|x| x.name == name))
+        .unwrap_or(state.next_pod % n);
+    let i = state.next_pod;
+    state.next_pod += 1;
+    let ns = Ns::new(format!("{}-pod-{i}", state.tag))?;
+    let container: String = format!(
+        "{}-{}-{i}",
+        spec.namespace,
+        spec.name.chars().take(40).collect::<String>()
+    )
+    .chars()
+    .map(|c| {
+        if c.is_ascii_alphanumeric() || c == '-' {
+            c
+        } else {
+            '-'
+        }
+    })
+    .collect();
+    let mut pod = PodState {
+        namespace: spec.namespace.clone(),
+        name: spec.name.clone(),
+        node,
+        netns: ns.name.clone(),
+        container,
+        ips: Vec::new(),
+        server_pid: 0,
+    };
+    let result = cni(state, &pod, "ADD")?;
+    pod.ips = result["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["address"].as_str())
+                .filter_map(|a| a.split('/').next())
+                .filter_map(|a| a.parse::<IpAddr>().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if pod.ips.is_empty() {
+        let _ = cni(state, &pod, "DEL");
+        return Err(format!("no address in the ADD result for {}", pod.key()));
+    }
+    match start_server(state, &pod, spec) {
+        Ok(pid) => pod.server_pid = pid,
+        Err(e) => {
+            let _ = cni(state, &pod, "DEL");
+            return Err(e);
+        }
+    }
+    ns.keep();
+    Ok(pod)
+}
+
+fn remove_pod(state: &LabState, pod: &PodState) -> Res<()> {
+    stop_process(pod.server_pid);
+    let r = cni(state, pod, "DEL");
+    drop(Ns::adopt(&pod.netns));
+    r.map(|_| ())
+}
+
+/// What `apply` or `delete` did.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub created: Vec<String>,
+    pub configured: Vec<String>,
+    pub unchanged: usize,
+    pub deleted: Vec<String>,
+    pub revision: i64,
+}
+
+fn write(ds: &dyn Datastore, key: &str, value: &[u8]) -> Res<Option<i64>> {
+    for _ in 0..10 {
+        let r = match ds.get(key).map_err(|e| e.to_string())? {
+            Some(kv) if kv.value == value => return Ok(None),
+            Some(kv) => ds.update(key, value, kv.mod_revision),
+            None => ds.create(key, value, None),
+        };
+        match r {
+            Ok(rev) => return Ok(Some(rev)),
+            Err(
+                DsError::Conflict { .. } | DsError::AlreadyExists { .. } | DsError::NotFound { .. },
+            ) => continue,
+            Err(e) => return Err(format!("writing {key}: {e}")),
+        }
+    }
+    Err(format!("writing {key}: too many concurrent writers"))
+}
+
+/// `lab apply`: create or update every object of `cluster` (workloads already expanded).
+/// Pods new to the lab are scheduled, wired and served first; their records (with the
+/// addresses IPAM gave them) are written after the namespaces and policies.
+pub fn apply(state: &mut LabState, ds: &dyn Datastore, cluster: &Cluster) -> Res<Changes> {
+    let mut ch = Changes::default();
+    let record = |o: &Object, ch: &mut Changes| -> Res<()> {
+        match write(ds, &o.key(), &o.encode())? {
+            Some(rev) => {
+                ch.revision = ch.revision.max(rev);
+                ch.configured.push(o.describe());
+            }
+            None => ch.unchanged += 1,
+        }
+        Ok(())
+    };
+    let mut others = cluster.clone();
+    others.pods.clear();
+    for o in keys::objects(&others) {
+        // The input names namespaces it only refers to (with just their automatic label):
+        // those must not wipe the labels of a namespace applied earlier.
+        if let Object::Namespace(n) = &o {
+            let implicit = n.labels.len() == 1;
+            if implicit && ds.get(&o.key()).map_err(|e| e.to_string())?.is_some() {
+                ch.unchanged += 1;
+                continue;
+            }
+        }
+        record(&o, &mut ch)?;
+    }
+    let mut pods: Vec<&Pod> = cluster.pods.iter().collect();
+    pods.sort_by_key(|p| p.key());
+    let new: Vec<&&Pod> = pods
+        .iter()
+        .filter(|p| !state.pods.iter().any(|s| s.key() == p.key()))
+        .collect();
+    if !new.is_empty() {
+        progress(&format!("wiring {} new pod(s) with furynet-cni", new.len()));
+    }
+    for spec in pods {
+        let idx = match state.pods.iter().position(|s| s.key() == spec.key()) {
+            Some(i) => i,
+            None => {
+                let pod = add_pod(state, spec)?;
+                state.pods.push(pod);
+                state.save()?;
+                ch.created.push(format!("Pod {}", spec.key()));
+                state.pods.len() - 1
+            }
+        };
+        let lab_pod = &state.pods[idx];
+        let mut stored = spec.clone();
+        stored.ips = lab_pod.ips.clone();
+        stored.node_name = Some(state.nodes[lab_pod.node].name.clone());
+        let o = Object::Pod(stored);
+        match write(ds, &o.key(), &o.encode())? {
+            Some(rev) => {
+                ch.revision = ch.revision.max(rev);
+                if !ch.created.contains(&o.describe()) {
+                    ch.configured.push(o.describe());
+                }
+            }
+            None => ch.unchanged += 1,
+        }
+    }
+    Ok(ch)
+}
+
+/// `lab delete`: remove every object of `cluster` that the lab has (pods are torn down).
+pub fn delete(state: &mut LabState, ds: &dyn Datastore, cluster: &Cluster) -> Res<Changes> {
+    let mut ch = Changes::default();
+    for o in keys::objects(cluster) {
+        // Namespaces the input only refers to are not deleted (see `apply`).
+        if matches!(&o, Object::Namespace(n) if n.labels.len() == 1) {
+            continue;
+        }
+        let key = o.key();
+        if let Some(kv) = ds.get(&key).map_err(|e| e.to_string())? {
+            match ds.delete(&key, Some(kv.mod_revision)) {
+                Ok(rev) => {
+                    ch.revision = ch.revision.max(rev);
+                    ch.deleted.push(o.describe());
+                }
+                Err(DsError::NotFound { .. }) => {}
+                Err(e) => return Err(format!("deleting {key}: {e}")),
+            }
+        }
+        if let Object::Pod(p) = &o {
+            if let Some(i) = state.pods.iter().position(|s| s.key() == p.key()) {
+                let pod = state.pods.remove(i);
+                remove_pod(state, &pod)?;
+                state.save()?;
+            }
+        }
+    }
+    Ok(ch)
+}
+
+/// Everything the lab's datastore holds about the cluster, decoded as the agents decode it.
+pub fn stored_cluster(ds: &dyn Datastore) -> Res<Cluster> {
+    let (kvs, rev) = ds.list(keys::CLUSTER_PREFIX).map_err(|e| e.to_string())?;
+    let d = furynet_agent::state::Snapshot::from_list(kvs, rev).decode();
+    match d.errors.first() {
+        Some(e) => Err(format!("undecodable record {e}")),
+        None => Ok(d.cluster),
+    }
+}
