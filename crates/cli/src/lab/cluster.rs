@@ -26,6 +26,8 @@ pub struct UpOptions {
     pub datastore: Option<String>,
     pub encapsulation: Encap,
     pub timeout: Duration,
+    /// The agents' `--resync-interval` (seconds).
+    pub resync_interval: u64,
 }
 
 fn exe() -> Res<PathBuf> {
@@ -109,6 +111,7 @@ pub fn up(opts: &UpOptions) -> Res<LabState> {
         nodes: Vec::new(),
         pods: Vec::new(),
         next_pod: 0,
+        resync_interval: opts.resync_interval,
     };
     state.save()?;
     let ds = open_datastore(&state)?;
@@ -149,41 +152,63 @@ pub fn up(opts: &UpOptions) -> Res<LabState> {
         ns.sysctl("net.ipv4.ip_forward=1")?;
         let name = format!("node-{i}");
         let netns = ns.keep();
-        let args: Vec<String> = [
-            "agent",
-            "--node",
-            &name,
-            "--node-ip",
-            &ip.to_string(),
-            "--datastore",
-            &state.datastore,
-            "--encapsulation",
-            &state.encapsulation,
-            "--health-addr",
-            "127.0.0.1:9099",
-            "--resync-interval",
-            "10",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let child = spawn_in(
-            &netns,
-            &args,
-            &state.log_file(&format!("agent-{name}")),
-            Stdio::null(),
-        )?;
         state.nodes.push(NodeState {
             name,
             netns,
             underlay: ip,
-            agent_pid: child.id(),
+            agent_pid: 0,
         });
+        state.nodes[i].agent_pid = start_agent(&state, i)?;
         state.save()?;
     }
     progress("waiting for every agent's first complete sync");
     wait_for_agents(&state, ds.as_ref(), 0, opts.timeout)?;
     Ok(state)
+}
+
+/// Starts node `i`'s agent inside the node's namespace; returns its pid.
+fn start_agent(state: &LabState, i: usize) -> Res<u32> {
+    let node = &state.nodes[i];
+    let args: Vec<String> = [
+        "agent",
+        "--node",
+        &node.name,
+        "--node-ip",
+        &node.underlay.to_string(),
+        "--datastore",
+        &state.datastore,
+        "--encapsulation",
+        &state.encapsulation,
+        "--health-addr",
+        "127.0.0.1:9099",
+        "--resync-interval",
+        &state.resync_interval.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let log = state.log_file(&format!("agent-{}", node.name));
+    Ok(spawn_in(&node.netns, &args, &log, Stdio::null())?.id())
+}
+
+/// `lab restart-agents`: stops every agent (SIGTERM) and starts it again, one node at a
+/// time, each time waiting until the new agent is in sync. The kernel state stays in place.
+pub fn restart_agents(state: &mut LabState, timeout: Duration) -> Res<()> {
+    let ds = open_datastore(state)?;
+    let revision = ds.current_revision().map_err(|e| e.to_string())?;
+    for i in 0..state.nodes.len() {
+        progress(&format!("restarting the agent of {}", state.nodes[i].name));
+        stop_process(state.nodes[i].agent_pid);
+        state.nodes[i].agent_pid = start_agent(state, i)?;
+        state.save()?;
+        // The old agent withdrew its status; wait for the new one's first sync.
+        let one = LabState {
+            nodes: vec![state.nodes[i].clone()],
+            ..state.clone()
+        };
+        wait_for_agents(&one, ds.as_ref(), revision, timeout)?;
+    }
+    Ok(())
 }
 
 /// Waits until every node's agent reports in sync at `revision` or later.
@@ -200,6 +225,8 @@ pub fn wait_for_agents(
             .nodes
             .iter()
             .filter_map(|n| match statuses.get(&n.name) {
+                // A status left by an earlier agent process does not count.
+                Some(s) if s.pid != n.agent_pid => Some(format!("{} (agent restarting)", n.name)),
                 Some(s) if s.in_sync && s.revision >= revision => None,
                 Some(s) if !s.in_sync => Some(format!(
                     "{} (not in sync: {})",

@@ -88,6 +88,12 @@ enum LabCommand {
         #[command(flatten)]
         probe: ProbeArgs,
     },
+    /// Restart every node's agent, one at a time (the kernel state stays; traffic flows on).
+    RestartAgents {
+        /// Seconds to wait for each new agent's first sync.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// Remove everything a lab created (its agents and servers, namespaces named fnylab-*,
     /// its datastore), from any state, also after a crash.
     Down,
@@ -124,6 +130,9 @@ struct BuildArgs {
     /// Seconds to wait for the agents to program a change.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Seconds between the agents' full re-reads of the kernel (drift repair).
+    #[arg(long, default_value_t = 10)]
+    resync_interval: u64,
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +212,11 @@ pub fn run_cmd(args: &LabArgs) -> u8 {
             probe,
         } => load_files(files).and_then(|c| one_shot(c, build, probe, false)),
         LabCommand::Serve { netns, ips, ports } => serve(netns, ips, ports),
+        LabCommand::RestartAgents { timeout } => LabState::running().and_then(|mut s| {
+            cluster::restart_agents(&mut s, Duration::from_secs(*timeout))?;
+            eprintln!("lab: {} agent(s) restarted and in sync", s.nodes.len());
+            Ok(exit::OK)
+        }),
     };
     res.unwrap_or_else(|e| {
         eprintln!("furynet lab: {e}");
@@ -259,6 +273,7 @@ fn up_opts(b: &BuildArgs) -> cluster::UpOptions {
         datastore: Some(b.datastore.clone()),
         encapsulation: b.encapsulation,
         timeout: Duration::from_secs(b.timeout),
+        resync_interval: b.resync_interval.max(1),
     }
 }
 

@@ -59,6 +59,8 @@ pub struct LabState {
     pub pods: Vec<PodState>,
     /// Counter for pod namespace names.
     pub next_pod: usize,
+    /// The agents' `--resync-interval` (seconds).
+    pub resync_interval: u64,
 }
 
 impl LabState {
