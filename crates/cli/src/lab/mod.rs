@@ -8,6 +8,7 @@
 //! programmed the change; `probe` measures every connection with real traffic; `verify`
 //! compares that with `furynet analyze`. See `docs/lab.md`.
 
+mod bench;
 mod check;
 mod cluster;
 mod netns;
@@ -97,6 +98,19 @@ enum LabCommand {
     /// Remove everything a lab created (its agents and servers, namespaces named fnylab-*,
     /// its datastore), from any state, also after a crash.
     Down,
+    /// Benchmark: policy programming latency (datastore write -> probe flips) on a lab with
+    /// synthetic pods and policies (see BENCHMARKS.md).
+    #[command(hide = true)]
+    BenchProgramming {
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+        #[arg(long, default_value_t = 50)]
+        policies: usize,
+        #[arg(long, default_value_t = 3)]
+        nodes: u8,
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+    },
     /// A pod's port server (started by the lab inside the pod's namespace).
     #[command(hide = true)]
     Serve {
@@ -212,6 +226,19 @@ pub fn run_cmd(args: &LabArgs) -> u8 {
             probe,
         } => load_files(files).and_then(|c| one_shot(c, build, probe, false)),
         LabCommand::Serve { netns, ips, ports } => serve(netns, ips, ports),
+        LabCommand::BenchProgramming {
+            pods,
+            policies,
+            nodes,
+            samples,
+        } => bench::run(*pods, *policies, *nodes, (*samples).max(1)).and_then(|r| {
+            with_stdout(|w| {
+                serde_json::to_writer(&mut *w, &r)?;
+                writeln!(w)
+            })
+            .map_err(|e| e.to_string())?;
+            Ok(exit::OK)
+        }),
         LabCommand::RestartAgents { timeout } => LabState::running().and_then(|mut s| {
             cluster::restart_agents(&mut s, Duration::from_secs(*timeout))?;
             eprintln!("lab: {} agent(s) restarted and in sync", s.nodes.len());
