@@ -341,11 +341,11 @@ impl Loop<'_> {
         }
         self.nft_applied = Some((want.nft.clone(), want.view.clone()));
         let complete = want.missing_endpoints.is_empty();
-        self.finish(snap.revision, &want);
         self.last = Some(Programmed {
-            desired: want,
+            desired: want.clone(),
             revision: snap.revision,
         });
+        self.finish(snap.revision, &want);
         Ok(complete)
     }
 

@@ -6,7 +6,7 @@
 //! runtime runs it, each with a port server (`lab serve`) that answers with the peer address
 //! it saw. Objects go into the lab's datastore; `apply`/`delete` return when every agent has
 //! programmed the change; `probe` measures every connection with real traffic; `verify`
-//! compares that with `furynet analyze`. See `docs/lab.md`.
+//! compares that with `furynet analyze`. See the README and `docs/agent.md`.
 
 mod bench;
 mod check;

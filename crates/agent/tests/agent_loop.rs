@@ -1,0 +1,203 @@
+//! The agent loop over a real embedded datastore and a recording fake dataplane: nothing is
+//! programmed before the first list, changes become deltas, failures are reported and retried,
+//! the status record follows, and stopping withdraws it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use furynet_agent::keys::{agent_key, AgentStatus, Object};
+use furynet_agent::state::NodeSetup;
+use furynet_agent::{Config, Dataplane, Health};
+use furynet_dataplane::nft::{Applied, TableView};
+use furynet_dataplane::routing::plan::{Encapsulation, RoutingPlan};
+use furynet_datastore::{open, Datastore, DatastoreConfig};
+use furynet_model::{NetworkPolicy, Pod};
+
+#[derive(Default)]
+struct Fake {
+    local: Mutex<HashMap<IpAddr, String>>,
+    /// (delta, resync) of every nft sync call.
+    syncs: Mutex<Vec<(String, bool)>>,
+    fail_nft: AtomicBool,
+    routes: AtomicUsize,
+}
+
+impl Dataplane for Fake {
+    fn local_endpoints(&self) -> Result<HashMap<IpAddr, String>, String> {
+        Ok(self.local.lock().unwrap().clone())
+    }
+    fn program_routes(&self, _: &RoutingPlan) -> Result<usize, String> {
+        self.routes.fetch_add(1, Ordering::SeqCst);
+        Ok(0)
+    }
+    fn sync_nft(
+        &self,
+        previous: Option<&TableView>,
+        delta: &str,
+        _: &str,
+        _: &TableView,
+    ) -> Result<Applied, String> {
+        if self.fail_nft.load(Ordering::SeqCst) {
+            return Err("nft: Operation not permitted (injected)".into());
+        }
+        self.syncs
+            .lock()
+            .unwrap()
+            .push((delta.to_string(), previous.is_none()));
+        Ok(if previous.is_none() {
+            Applied::Resync
+        } else {
+            Applied::Delta
+        })
+    }
+}
+
+fn pod(name: &str, ip: &str) -> Object {
+    Object::Pod(Pod {
+        namespace: "shop".into(),
+        name: name.into(),
+        labels: [("app".to_string(), name.to_string())]
+            .into_iter()
+            .collect(),
+        ips: vec![ip.parse().unwrap()],
+        ports: vec![],
+        node_name: Some("node-a".into()),
+        host_network: false,
+    })
+}
+
+fn deny_all() -> Object {
+    let docs = furynet_model::load_str(
+        "t",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: shop}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n",
+    );
+    let p: NetworkPolicy = docs.cluster.policies[0].clone();
+    Object::NetworkPolicy(p)
+}
+
+fn status(ds: &dyn Datastore) -> Option<AgentStatus> {
+    ds.get(&agent_key("node-a"))
+        .unwrap()
+        .map(|kv| serde_json::from_slice(&kv.value).unwrap())
+}
+
+fn wait(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn loop_programs_deltas_reports_failures_and_withdraws_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = open(&DatastoreConfig::Embedded {
+        path: dir.path().to_path_buf(),
+    })
+    .unwrap();
+    let p1 = pod("web", "10.244.0.2");
+    ds.create(&p1.key(), &p1.encode(), None).unwrap();
+    let fake = Arc::new(Fake::default());
+    fake.local
+        .lock()
+        .unwrap()
+        .insert("10.244.0.2".parse().unwrap(), "fnyaaaaaaaaaaa".into());
+    let mut cfg = Config::new(NodeSetup {
+        name: "node-a".into(),
+        underlay: Ipv4Addr::new(172, 31, 0, 1),
+        underlay_mtu: 1500,
+        encapsulation: Encapsulation::default(),
+    });
+    cfg.resync_interval = Duration::from_secs(3600);
+    cfg.status_ttl = Duration::from_secs(2);
+    let health = Health::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (ds, fake, health, stop, cfg) = (
+            ds.clone(),
+            fake.clone(),
+            health.clone(),
+            stop.clone(),
+            cfg.clone(),
+        );
+        std::thread::spawn(move || {
+            furynet_agent::run(&cfg, ds.as_ref(), fake.as_ref(), &health, &stop)
+        })
+    };
+
+    // First pass: a full rebuild, node registered, status in sync at the list revision.
+    wait("first sync", || {
+        status(ds.as_ref()).is_some_and(|s| s.in_sync)
+    });
+    assert!(ds.get("nodes/node-a").unwrap().is_some());
+    let first = fake.syncs.lock().unwrap().clone();
+    assert_eq!(first.len(), 1);
+    assert!(first[0].1, "the first pass rebuilds");
+    assert_eq!(status(ds.as_ref()).unwrap().endpoints, 1);
+    assert!(health.in_sync());
+
+    // A policy: one delta, status at its revision.
+    let rev = ds
+        .create(&deny_all().key(), &deny_all().encode(), None)
+        .unwrap();
+    wait("policy programmed", || {
+        status(ds.as_ref()).is_some_and(|s| s.in_sync && s.revision >= rev)
+    });
+    let syncs = fake.syncs.lock().unwrap().clone();
+    assert_eq!(syncs.len(), 2);
+    assert!(
+        !syncs[1].1 && syncs[1].0.contains("add rule"),
+        "a delta: {:?}",
+        syncs[1].0
+    );
+
+    // nftables fails: status says why, readiness drops; recovery is automatic.
+    fake.fail_nft.store(true, Ordering::SeqCst);
+    let p2 = pod("db", "10.244.0.3");
+    fake.local
+        .lock()
+        .unwrap()
+        .insert("10.244.0.3".parse().unwrap(), "fnybbbbbbbbbbb".into());
+    let rev = ds.create(&p2.key(), &p2.encode(), None).unwrap();
+    wait("failure reported", || {
+        status(ds.as_ref()).is_some_and(|s| {
+            !s.in_sync && s.error.as_deref().is_some_and(|e| e.contains("injected"))
+        })
+    });
+    assert!(!health.in_sync());
+    assert!(health.failures() >= 1);
+    fake.fail_nft.store(false, Ordering::SeqCst);
+    wait("recovered", || {
+        status(ds.as_ref()).is_some_and(|s| s.in_sync && s.revision >= rev && s.endpoints == 2)
+    });
+    // After a failure the kernel state is unknown: the recovery pass rebuilds.
+    assert!(fake.syncs.lock().unwrap().last().unwrap().1);
+
+    // A local pod without its interface keeps the agent out of sync, naming the pod.
+    let p3 = pod("cache", "10.244.0.4");
+    ds.create(&p3.key(), &p3.encode(), None).unwrap();
+    wait("missing interface reported", || {
+        status(ds.as_ref()).is_some_and(|s| {
+            !s.in_sync && s.error.as_deref().is_some_and(|e| e.contains("shop/cache"))
+        })
+    });
+    fake.local
+        .lock()
+        .unwrap()
+        .insert("10.244.0.4".parse().unwrap(), "fnycccccccccccc".into());
+    wait("interface found", || {
+        status(ds.as_ref()).is_some_and(|s| s.in_sync && s.endpoints == 3)
+    });
+
+    // Stop: the status is withdrawn (lease revoked); the kernel is left alone.
+    let calls = fake.syncs.lock().unwrap().len();
+    stop.store(true, Ordering::SeqCst);
+    handle.join().unwrap().unwrap();
+    assert!(status(ds.as_ref()).is_none());
+    assert_eq!(fake.syncs.lock().unwrap().len(), calls);
+}
