@@ -52,7 +52,7 @@ def check_coverage(alerts):
                     continue
                 m = re.match(r"^\s*exp_alerts:\s*(.*?)\s*$", line)
                 if m and current:
-                    (quiet if m.group(1) == "[]" else firing).add(current)
+                    (quiet if m.group(1).replace(" ", "") == "[]" else firing).add(current)
                     current = None
     for name in sorted(alerts):
         if name not in firing:

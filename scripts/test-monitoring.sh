@@ -32,15 +32,21 @@ if [ "$stale" != 0 ]; then
   exit 1
 fi
 
-echo "test-monitoring: promtool check rules"
-promtool check rules "$M"/rules/*.rules.yaml
-
-echo "test-monitoring: promtool test rules"
-promtool test rules "$M"/tests/*.yaml
-
-echo "test-monitoring: coverage, dashboards, documented metrics"
-python3 scripts/check-monitoring.py "$tmp/dashboard-exprs.rules.yaml"
-
-echo "test-monitoring: dashboard expressions parse"
-promtool check rules "$tmp/dashboard-exprs.rules.yaml"
+failed=()
+step() { # name, command...: runs every step, reports the failed ones at the end
+  local name=$1; shift
+  echo "test-monitoring: $name"
+  "$@" || failed+=("$name")
+}
+step "promtool check rules" promtool check rules "$M"/rules/*.rules.yaml
+step "promtool test rules" promtool test rules "$M"/tests/*.yaml
+step "coverage, dashboards, documented metrics" \
+  python3 scripts/check-monitoring.py "$tmp/dashboard-exprs.rules.yaml"
+if [ -s "$tmp/dashboard-exprs.rules.yaml" ]; then
+  step "dashboard expressions parse" promtool check rules "$tmp/dashboard-exprs.rules.yaml"
+fi
+if [ ${#failed[@]} -ne 0 ]; then
+  printf 'test-monitoring: FAILED: %s\n' "${failed[@]}" >&2
+  exit 1
+fi
 echo "test-monitoring: ok"
