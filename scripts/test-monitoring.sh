@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Static checks of deploy/monitoring/ (issue 5), run by .ci/run. Needs python3 and promtool (Debian
+# package prometheus; scripts/setup-debian.sh installs both). Runs no Prometheus server.
+#   1. the generated files are up to date with deploy/monitoring/src/ (regenerate into a temporary
+#      directory and diff);
+#   2. promtool check rules on the plain rule files;
+#   3. promtool test rules: the unit tests in deploy/monitoring/tests/;
+#   4. every alert has a firing and a quiet test, dashboards are importable, every metric used is
+#      documented in docs/metrics.md (scripts/check-monitoring.py);
+#   5. every dashboard expression and variable query parses (promtool check rules on them as
+#      recording rules, Grafana variables replaced by concrete values).
+# The end-to-end check (a real Prometheus scraping a lab, every expression returning series) comes
+# with the agent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+M=deploy/monitoring
+if ! command -v promtool >/dev/null; then
+  echo "test-monitoring: promtool not found: install Debian's prometheus package (scripts/setup-debian.sh)" >&2
+  exit 1
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+echo "test-monitoring: generated files are up to date"
+python3 scripts/gen-monitoring.py --out "$tmp/gen" >/dev/null
+stale=0
+for p in rules prometheusrules dashboards grafana kustomization.yaml; do
+  diff -r -u "$tmp/gen/$p" "$M/$p" >&2 || stale=1
+done
+if [ "$stale" != 0 ]; then
+  echo "test-monitoring: $M is stale (diff above): run scripts/gen-monitoring.sh and commit" >&2
+  exit 1
+fi
+
+failed=()
+step() { # name, command...: runs every step, reports the failed ones at the end
+  local name=$1; shift
+  echo "test-monitoring: $name"
+  "$@" || failed+=("$name")
+}
+step "promtool check rules" promtool check rules "$M"/rules/*.rules.yaml
+step "promtool test rules" promtool test rules "$M"/tests/*.yaml
+step "coverage, dashboards, documented metrics" \
+  python3 scripts/check-monitoring.py "$tmp/dashboard-exprs.rules.yaml"
+if [ -s "$tmp/dashboard-exprs.rules.yaml" ]; then
+  step "dashboard expressions parse" promtool check rules "$tmp/dashboard-exprs.rules.yaml"
+fi
+if [ ${#failed[@]} -ne 0 ]; then
+  printf 'test-monitoring: FAILED: %s\n' "${failed[@]}" >&2
+  exit 1
+fi
+echo "test-monitoring: ok"
