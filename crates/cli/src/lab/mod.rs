@@ -607,8 +607,7 @@ fn serve(netns: &str, ips: &[IpAddr], ports: &[String]) -> Res<u8> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    for h in handles {
-        let _ = h.join();
-    }
+    // The server threads block in accept/recv; exiting the process ends them.
+    drop(handles);
     Ok(exit::OK)
 }

@@ -163,7 +163,8 @@ pub fn serve(
     let s = raw_socket().map_err(|e| format!("raw SCTP socket: {e}"))?;
     s.bind(&sock(ip, 0))
         .map_err(|e| format!("bind {ip}/SCTP: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_millis(50)))
+    // A long timeout: idle servers wake once a second to check `stop`.
+    s.set_read_timeout(Some(Duration::from_secs(1)))
         .map_err(|e| e.to_string())?;
     Ok(move || {
         let mut buf = [0u8; 2048];
