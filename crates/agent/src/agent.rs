@@ -5,7 +5,7 @@
 //!   applied);
 //! - the first pass after start rebuilds our nftables table in one transaction (established
 //!   connections survive: conntrack keeps them and the first rule accepts them); later passes
-//!   apply only the delta, read back, and rebuild on drift;
+//!   apply only the delta (one atomic transaction); a failed delta triggers a rebuild;
 //! - a periodic pass re-reads the kernel and repairs drift (someone flushing our table,
 //!   deleting our routes or VXLAN device) even when the datastore is quiet;
 //! - on failure the previous rules stay (transactions are atomic: an isolated pod stays
@@ -36,7 +36,9 @@ pub trait Dataplane {
     fn local_endpoints(&self) -> Result<HashMap<IpAddr, String>, String>;
     /// Brings routes and the VXLAN device to `plan`; returns the number of changes made.
     fn program_routes(&self, plan: &RoutingPlan) -> Result<usize, String>;
-    /// [`Nft::sync`].
+    /// Applies one `nft -f` transaction (all or nothing).
+    fn apply_nft(&self, script: &str) -> Result<(), String>;
+    /// [`Nft::sync`]: read back, compare with `previous`, delta or rebuild, verify.
     fn sync_nft(
         &self,
         previous: Option<&TableView>,
@@ -67,6 +69,10 @@ impl Dataplane for LinuxDataplane {
         reconcile(&self.routing, plan)
             .map(|c| c.len())
             .map_err(|e| e.to_string())
+    }
+
+    fn apply_nft(&self, script: &str) -> Result<(), String> {
+        self.nft.apply(script).map_err(|e| e.to_string())
     }
 
     fn sync_nft(
@@ -307,16 +313,30 @@ impl Loop<'_> {
             0
         };
         let resync = render_resync(&want.nft);
-        let applied = match &self.nft_applied {
-            Some((old, view)) => {
-                let delta = if periodic {
-                    String::new()
+        // A change is one delta transaction (atomic: it applies entirely or not at all); the
+        // kernel is read back and compared on the first pass, after a failed delta, and on
+        // every periodic pass, which is when drift is found and repaired. Reading a large
+        // table back costs more than the delta itself, so it is kept off the change path.
+        let applied = match (&self.nft_applied, periodic) {
+            (Some((old, _)), false) => {
+                let delta = render_delta(old, &want.nft);
+                if delta.trim().is_empty() {
+                    Ok(Applied::Unchanged)
                 } else {
-                    render_delta(old, &want.nft)
-                };
+                    match self.dp.apply_nft(&delta) {
+                        Ok(()) => Ok(Applied::Delta),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "delta failed; rebuilding our table");
+                            self.dp.sync_nft(None, "", &resync, &want.view)
+                        }
+                    }
+                }
+            }
+            (Some((old, view)), true) => {
+                let delta = render_delta(old, &want.nft);
                 self.dp.sync_nft(Some(view), &delta, &resync, &want.view)
             }
-            None => self.dp.sync_nft(None, "", &resync, &want.view),
+            (None, _) => self.dp.sync_nft(None, "", &resync, &want.view),
         };
         match applied {
             Ok(a) => {

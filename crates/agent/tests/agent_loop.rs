@@ -34,6 +34,13 @@ impl Dataplane for Fake {
         self.routes.fetch_add(1, Ordering::SeqCst);
         Ok(0)
     }
+    fn apply_nft(&self, script: &str) -> Result<(), String> {
+        if self.fail_nft.load(Ordering::SeqCst) {
+            return Err("nft: Operation not permitted (injected)".into());
+        }
+        self.syncs.lock().unwrap().push((script.to_string(), false));
+        Ok(())
+    }
     fn sync_nft(
         &self,
         previous: Option<&TableView>,

@@ -355,3 +355,61 @@ fn long_lived_lab_with_agents() {
     assert_eq!(code, 1);
     assert!(err.contains("no lab is running"), "{err}");
 }
+
+#[path = "../../datastore/tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+/// The same lab on a real etcd: agents and the CNI plugin in the node namespaces reach it
+/// through the lab's relay; `lab down` removes the lab's keys and the relay.
+#[test]
+fn lab_on_etcd() {
+    if !privileged() {
+        return;
+    }
+    let Some(etcd) = support::EtcdServer::start() else {
+        return;
+    };
+    ensure_cni_built();
+    let _ = furynet(&["lab", "down"]);
+    let _guard = LabGuard;
+    let data = "crates/cli/tests/data/lab";
+    let store = format!("etcd://{}", etcd.endpoint.trim_start_matches("http://"));
+    ok(&[
+        "lab",
+        "up",
+        "--nodes",
+        "2",
+        "--datastore",
+        &store,
+        "-f",
+        &format!("{data}/workloads.yaml"),
+        "-f",
+        &format!("{data}/policy.yaml"),
+    ]);
+    let lab = Lab::read();
+    for n in lab.status["nodes"].as_array().unwrap() {
+        assert_eq!(n["inSync"], true, "{n}");
+    }
+    let out = ok(&["lab", "verify"]);
+    assert!(out.contains("VERIFIED"), "{out}");
+    let ds = furynet_datastore::open(&furynet_datastore::DatastoreConfig::Etcd {
+        endpoints: vec![etcd.endpoint.clone()],
+    })
+    .unwrap();
+    let (kvs, _) = ds.list("").unwrap();
+    assert!(kvs.iter().any(|kv| kv.key.starts_with("cluster/pods/")));
+    assert!(kvs.iter().any(|kv| kv.key.starts_with("ipam/blocks/")));
+    ok(&["lab", "down"]);
+    let (kvs, _) = ds.list("").unwrap();
+    assert!(
+        kvs.is_empty(),
+        "lab down removes the lab's keys: {:?}",
+        kvs.iter().map(|k| &k.key).collect::<Vec<_>>()
+    );
+    let relays = Command::new("pgrep")
+        .args(["-f", "lab relay --tag fnylab-"])
+        .output()
+        .unwrap();
+    assert!(relays.stdout.is_empty(), "relay left running");
+}

@@ -112,6 +112,8 @@ pub fn up(opts: &UpOptions) -> Res<LabState> {
         pods: Vec::new(),
         next_pod: 0,
         resync_interval: opts.resync_interval,
+        node_datastore: None,
+        relay_pid: 0,
     };
     state.save()?;
     let ds = open_datastore(&state)?;
@@ -158,12 +160,92 @@ pub fn up(opts: &UpOptions) -> Res<LabState> {
             underlay: ip,
             agent_pid: 0,
         });
+        state.save()?;
+    }
+    if let Some(relay) = relay_plan(&state.datastore)? {
+        progress("relaying etcd into the node namespaces (127.0.0.1 inside each node)");
+        state.relay_pid = start_relay(&state, &relay)?;
+        state.node_datastore = Some(relay.node_datastore);
+        state.save()?;
+    }
+    for i in 0..state.nodes.len() {
         state.nodes[i].agent_pid = start_agent(&state, i)?;
         state.save()?;
     }
     progress("waiting for every agent's first complete sync");
     wait_for_agents(&state, ds.as_ref(), 0, opts.timeout)?;
     Ok(state)
+}
+
+/// How an etcd datastore is reached from inside the node namespaces.
+pub struct Relay {
+    /// `LISTEN_PORT=HOST:PORT` per etcd endpoint.
+    pub routes: Vec<String>,
+    /// The `--datastore` value for agents and the CNI plugin (loopback in the node).
+    pub node_datastore: String,
+}
+
+/// Node namespaces have their own loopback: an etcd on the host's 127.0.0.1 (or anywhere the
+/// host reaches) is relayed to 127.0.0.1:23790+k inside every node namespace by one
+/// `furynet lab relay` process running in the host namespace. `None` for the embedded store
+/// (a file: namespaces do not matter).
+pub fn relay_plan(datastore: &str) -> Res<Option<Relay>> {
+    let furynet_datastore::DatastoreConfig::Etcd { endpoints } =
+        crate::store_arg::parse(datastore)?
+    else {
+        return Ok(None);
+    };
+    let mut routes = Vec::new();
+    let mut local = Vec::new();
+    for (k, e) in endpoints.iter().enumerate() {
+        let hostport = e
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{e}: the lab relays plain http:// etcd endpoints only"))?;
+        let port = 23790 + k;
+        routes.push(format!("{port}={hostport}"));
+        local.push(format!("127.0.0.1:{port}"));
+    }
+    Ok(Some(Relay {
+        routes,
+        node_datastore: format!("etcd://{}", local.join(",")),
+    }))
+}
+
+fn start_relay(state: &LabState, relay: &Relay) -> Res<u32> {
+    let mut cmd = Command::new(exe()?);
+    cmd.args(["lab", "relay", "--tag", &state.tag]);
+    for n in &state.nodes {
+        cmd.args(["--netns", &n.netns]);
+    }
+    for r in &relay.routes {
+        cmd.args(["--route", r]);
+    }
+    let log = state.log_file("relay");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting the etcd relay: {e}"))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!(
+            "the etcd relay did not start (see {})",
+            log.display()
+        ));
+    }
+    Ok(child.id())
 }
 
 /// Starts node `i`'s agent inside the node's namespace; returns its pid.
@@ -176,7 +258,7 @@ fn start_agent(state: &LabState, i: usize) -> Res<u32> {
         "--node-ip",
         &node.underlay.to_string(),
         "--datastore",
-        &state.datastore,
+        state.node_datastore(),
         "--encapsulation",
         &state.encapsulation,
         "--health-addr",
@@ -267,7 +349,7 @@ pub fn agent_statuses(ds: &dyn Datastore) -> Res<BTreeMap<String, AgentStatus>> 
 }
 
 fn cni_conf(state: &LabState, node: &str) -> Res<String> {
-    let datastore = match crate::store_arg::parse(&state.datastore)? {
+    let datastore = match crate::store_arg::parse(state.node_datastore())? {
         furynet_datastore::DatastoreConfig::Embedded { path } => {
             serde_json::json!({"type": "embedded", "path": path})
         }

@@ -13,6 +13,7 @@ mod check;
 mod cluster;
 mod netns;
 mod probe;
+mod relay;
 mod sctp;
 mod state;
 
@@ -110,6 +111,18 @@ enum LabCommand {
         nodes: u8,
         #[arg(long, default_value_t = 20)]
         samples: usize,
+    },
+    /// The etcd relay into the node namespaces (started by `lab up --datastore etcd://`).
+    #[command(hide = true)]
+    Relay {
+        /// The lab's tag (lets `lab down` find this process after a crash).
+        #[arg(long)]
+        tag: String,
+        #[arg(long)]
+        netns: Vec<String>,
+        /// LISTEN_PORT=HOST:PORT
+        #[arg(long = "route")]
+        routes: Vec<String>,
     },
     /// A pod's port server (started by the lab inside the pod's namespace).
     #[command(hide = true)]
@@ -226,6 +239,7 @@ pub fn run_cmd(args: &LabArgs) -> u8 {
             probe,
         } => load_files(files).and_then(|c| one_shot(c, build, probe, false)),
         LabCommand::Serve { netns, ips, ports } => serve(netns, ips, ports),
+        LabCommand::Relay { netns, routes, .. } => relay::run(netns, routes).map(|()| exit::OK),
         LabCommand::BenchProgramming {
             pods,
             policies,
@@ -276,21 +290,29 @@ fn load_files(files: &[PathBuf]) -> Res<Cluster> {
 }
 
 fn down() -> Res<u8> {
-    // Best effort: an etcd-backed lab leaves keys under /furynet/ that belong to it.
-    if let Ok(Some(s)) = LabState::load() {
-        if s.datastore.starts_with("etcd://") || s.datastore.starts_with("http") {
-            if let Ok(ds) = cluster::open_datastore(&s) {
-                if let Ok((kvs, _)) = ds.list("") {
-                    for kv in kvs {
-                        let _ = ds.delete(&kv.key, None);
-                    }
-                }
+    let state = LabState::load().ok().flatten();
+    // Processes first (agents write status records while they run), then the namespaces.
+    let (procs, namespaces) = netns::down()?;
+    // An etcd-backed lab's keys (the whole /furynet/ prefix: `lab up` demanded it empty).
+    let mut keys = 0;
+    if let Some(s) = state.filter(|s| s.node_datastore.is_some()) {
+        let ds = cluster::open_datastore(&s)?;
+        let (kvs, _) = ds.list("").map_err(|e| e.to_string())?;
+        for kv in kvs {
+            if ds.delete(&kv.key, None).is_ok() {
+                keys += 1;
             }
         }
     }
-    let (procs, namespaces) = netns::down()?;
     LabState::remove();
-    eprintln!("lab down: stopped {procs} process(es), removed {namespaces} namespace(s)");
+    eprintln!(
+        "lab down: stopped {procs} process(es), removed {namespaces} namespace(s){}",
+        if keys > 0 {
+            format!(" and {keys} datastore key(s)")
+        } else {
+            String::new()
+        }
+    );
     Ok(exit::OK)
 }
 

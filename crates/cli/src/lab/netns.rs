@@ -124,6 +124,27 @@ fn lab_processes(namespaces: &[String]) -> Vec<i32> {
         .collect()
 }
 
+/// Lab helper processes in the host namespace (`furynet lab relay --tag fnylab-…`).
+fn lab_relays() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            args.windows(2)
+                .any(|w| w == [b"lab".as_slice(), b"relay".as_slice()])
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"--tag" && w[1].starts_with(PREFIX.as_bytes()))
+        })
+        .collect()
+}
+
 /// Deletes everything a lab left: its processes (SIGTERM, then SIGKILL after 3 s), every lab
 /// namespace, and the lab's temporary datastores. Works from any half-built state.
 /// Returns (processes stopped, namespaces removed).
@@ -131,15 +152,22 @@ pub fn down() -> Res<(usize, usize)> {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     let namespaces = lab_namespaces()?;
-    let pids = lab_processes(&namespaces);
+    let mut pids = lab_processes(&namespaces);
+    let relays = lab_relays();
+    pids.extend(&relays);
     for &p in &pids {
         let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while std::time::Instant::now() < deadline && !lab_processes(&namespaces).is_empty() {
+    let alive = || {
+        let mut left = lab_processes(&namespaces);
+        left.extend(lab_relays());
+        left
+    };
+    while std::time::Instant::now() < deadline && !alive().is_empty() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    for p in lab_processes(&namespaces) {
+    for p in alive() {
         let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
     }
     for name in &namespaces {

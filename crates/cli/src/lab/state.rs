@@ -61,6 +61,13 @@ pub struct LabState {
     pub next_pod: usize,
     /// The agents' `--resync-interval` (seconds).
     pub resync_interval: u64,
+    /// The datastore as seen from inside the node namespaces, when it differs (etcd relayed
+    /// to the nodes' loopback).
+    #[serde(default)]
+    pub node_datastore: Option<String>,
+    /// The etcd relay process (0: none).
+    #[serde(default)]
+    pub relay_pid: u32,
 }
 
 impl LabState {
@@ -89,6 +96,11 @@ impl LabState {
 
     pub fn remove() {
         let _ = std::fs::remove_dir_all(dir());
+    }
+
+    /// The `--datastore` for agents and the CNI plugin (inside the node namespaces).
+    pub fn node_datastore(&self) -> &str {
+        self.node_datastore.as_deref().unwrap_or(&self.datastore)
     }
 
     pub fn log_file(&self, what: &str) -> PathBuf {
