@@ -58,6 +58,13 @@ fn ok(args: &[&str]) -> String {
     out
 }
 
+/// Lab tests run one at a time: there is one lab per machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Tears the lab down when the test ends, also when it fails.
 struct LabGuard;
 
@@ -167,6 +174,7 @@ fn long_lived_lab_with_agents() {
     if !privileged() {
         return;
     }
+    let _serial = serial();
     ensure_cni_built();
     let _ = furynet(&["lab", "down"]);
     let _guard = LabGuard;
@@ -370,6 +378,7 @@ fn lab_on_etcd() {
     let Some(etcd) = support::EtcdServer::start() else {
         return;
     };
+    let _serial = serial();
     ensure_cni_built();
     let _ = furynet(&["lab", "down"]);
     let _guard = LabGuard;
