@@ -2,6 +2,7 @@
 
 mod analyze;
 mod bench;
+mod bench_dataplane;
 mod ipam;
 mod lab;
 mod out;
