@@ -333,7 +333,7 @@ fn request_response(ns: &Ns, addr: SocketAddr, secs: f64) -> Res<RrRun> {
     let end = start + Duration::from_secs_f64(secs);
     let mut now = start;
     while now < end {
-        if lat.len() % 1024 == 0 {
+        if lat.len().is_multiple_of(1024) {
             check_stop()?;
         }
         s.write_all(&b).map_err(e)?;
@@ -385,7 +385,7 @@ fn ratio(num: f64, den: f64) -> f64 {
 
 /// Which side runs first in each round: A B, B A, A B, ... (ABBA), so drift cancels.
 fn round_order(round: usize) -> [bool; 2] {
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         [false, true]
     } else {
         [true, false]
