@@ -29,6 +29,9 @@ enum BenchCommand {
     /// (created and removed outside the timed part). `scripts/bench-cni.sh` runs furynet-cni and
     /// the reference plugins side by side.
     Cni(CniBench),
+    /// Pod-to-pod throughput and latency with policy in force and over VXLAN, each against
+    /// its baseline (`scripts/bench-dataplane.sh`; needs root).
+    Dataplane(crate::bench_dataplane::DataplaneBench),
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +224,7 @@ fn cni(b: &CniBench) -> Result<CniReport, String> {
 
 pub fn run(args: &BenchArgs) -> u8 {
     match &args.command {
+        BenchCommand::Dataplane(b) => crate::bench_dataplane::run(b),
         BenchCommand::Cni(b) => match cni(b) {
             Ok(r) => {
                 let res = with_stdout(|w| {

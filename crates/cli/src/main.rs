@@ -3,6 +3,7 @@
 mod agent;
 mod analyze;
 mod bench;
+mod bench_dataplane;
 mod ipam;
 mod lab;
 mod out;
