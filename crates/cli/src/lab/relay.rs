@@ -63,7 +63,11 @@ pub fn run(netns: &[String], routes: &[String]) -> Res<()> {
             });
         }
     }
-    println!("ready");
+    crate::out::with_stdout(|w| {
+        writeln!(w, "ready")?;
+        w.flush()
+    })
+    .map_err(|e| e.to_string())?;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }
