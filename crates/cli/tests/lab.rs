@@ -150,6 +150,18 @@ fn verify_examples_with_direct_routes_and_vxlan() {
     no_lab_left();
 }
 
+/// Tears the lab down when the test ends, also when it fails.
+struct LabGuard;
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = furynet(&["lab", "down"]);
+    }
+}
+
+/// Every upstream scenario through one long-lived lab (3 nodes, an agent each): apply the base
+/// (which also restores labels a previous scenario changed) and the scenario, `lab verify`
+/// must be clean, the measured matrix must equal `analyze`'s, then delete the scenario.
 #[test]
 fn upstream_scenarios_through_the_real_dataplane() {
     if !privileged() {
@@ -157,6 +169,8 @@ fn upstream_scenarios_through_the_real_dataplane() {
     }
     let _serial = serial();
     ensure_cni_built();
+    let _ = furynet(&["lab", "down"]);
+    let _guard = LabGuard;
     let base = "crates/policy/tests/data/upstream/base.yaml";
     let dir = root().join("crates/policy/tests/data/upstream");
     let mut scenarios: Vec<String> = std::fs::read_dir(&dir)
@@ -166,38 +180,36 @@ fn upstream_scenarios_through_the_real_dataplane() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     scenarios.sort();
-    // A spread of scenarios (every 8th) keeps the run short, plus one whose policy is about
-    // SCTP; every pod declares SCTP ports, so SCTP (INIT / INIT-ACK over raw sockets) is
-    // compared in every scenario.
-    let mut chosen: Vec<&String> = scenarios.iter().step_by(8).collect();
-    if let Some(sctp) = scenarios
-        .iter()
-        .find(|s| s.contains("sctp-policy-isolates"))
-    {
-        chosen.push(sctp);
-    }
-    for s in chosen {
+    assert!(scenarios.len() >= 60, "{scenarios:?}");
+    let (code, out, err) = furynet(&["lab", "up", "--nodes", "3", "-f", base]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let mut sctp_seen = false;
+    for s in &scenarios {
         let policy = format!("crates/policy/tests/data/upstream/{s}/policy.yaml");
-        let (code, out, err) = furynet(&[
-            "lab", "verify", "-f", base, "-f", &policy, "--nodes", "3", "-o", "json",
-        ]);
-        assert_eq!(code, 0, "{s}: {out}\n{err}");
+        for f in [base, policy.as_str()] {
+            let (code, out, err) = furynet(&["lab", "apply", "-f", f]);
+            assert_eq!(code, 0, "{s}: apply {f}: {out}\n{err}");
+        }
+        let (code, out, err) = furynet(&["lab", "verify", "-o", "json"]);
+        assert_eq!(code, 0, "{s}: lab verify: {out}\n{err}");
         assert!(!err.contains("not probed"), "{s}: {err}");
-        assert!(
-            json(&out).iter().any(|e| e["protocol"] == "SCTP"),
-            "{s}: SCTP must be probed: {out}"
-        );
-        // The lab gives pods its own (IPAM) addresses, so ipBlock verdicts can only be checked
-        // inside the lab (its exit code above); everything else must equal the static analysis.
-        if std::fs::read_to_string(root().join(&policy))
+        let measured = json(&out);
+        sctp_seen |= measured.iter().any(|e| e["protocol"] == "SCTP");
+        // The lab gives pods its own (IPAM) addresses, so ipBlock verdicts are checked by
+        // `lab verify` itself (on the lab's objects); everything else must equal the static
+        // analysis of the files.
+        if !std::fs::read_to_string(root().join(&policy))
             .unwrap()
             .contains("ipBlock")
         {
-            continue;
+            let (_, predicted, _) = furynet(&["analyze", base, &policy, "-o", "json"]);
+            same(&measured, &json(&predicted), s);
         }
-        let (_, predicted, _) = furynet(&["analyze", base, &policy, "-o", "json"]);
-        same(&json(&out), &json(&predicted), s);
+        let (code, out, err) = furynet(&["lab", "delete", "-f", &policy]);
+        assert_eq!(code, 0, "{s}: delete: {out}\n{err}");
     }
+    assert!(sctp_seen, "SCTP must be probed");
+    drop(_guard);
     no_lab_left();
 }
 
