@@ -119,9 +119,14 @@ impl Health {
     }
 }
 
-/// Serves `/healthz` and `/readyz` on `addr` from a background thread. Binding happens before
-/// this returns, so a bad or busy address is reported to the caller. Returns the bound address.
-pub fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<SocketAddr> {
+/// Serves `/healthz`, `/readyz` and `/metrics` (the registry, OpenMetrics text) on `addr`
+/// from a background thread. Binding happens before this returns, so a bad or busy address is
+/// reported to the caller. Returns the bound address.
+pub fn serve(
+    addr: SocketAddr,
+    health: Arc<Health>,
+    registry: Arc<prometheus_client::registry::Registry>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
@@ -135,7 +140,19 @@ pub fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<SocketAdd
                 let h1 = health.clone();
                 let app = Router::new()
                     .route("/healthz", get(move || async move { h1.healthz() }))
-                    .route("/readyz", get(move || async move { health.readyz() }));
+                    .route("/readyz", get(move || async move { health.readyz() }))
+                    .route(
+                        "/metrics",
+                        get(move || async move {
+                            (
+                                [(
+                                    axum::http::header::CONTENT_TYPE,
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )],
+                                crate::metrics::encode(&registry),
+                            )
+                        }),
+                    );
                 match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => {
                         if let Err(e) = axum::serve(l, app).await {
@@ -170,7 +187,14 @@ mod tests {
     #[test]
     fn endpoints_follow_the_state() {
         let h = Health::new();
-        let addr = serve("127.0.0.1:0".parse().unwrap(), h.clone()).unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let m = crate::metrics::Metrics::register(&mut registry);
+        m.felix_log_errors.inc();
+        let registry = Arc::new(registry);
+        let addr = serve("127.0.0.1:0".parse().unwrap(), h.clone(), registry.clone()).unwrap();
+        let metrics = get(addr, "/metrics");
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains("\nfelix_log_errors 1\n"), "{metrics}");
         assert!(get(addr, "/healthz").starts_with("HTTP/1.1 200"));
         let r = get(addr, "/readyz");
         assert!(r.starts_with("HTTP/1.1 503"), "{r}");
@@ -185,6 +209,6 @@ mod tests {
         assert!(get(addr, "/readyz").contains("nftables: boom"));
         assert!(get(addr, "/nope").starts_with("HTTP/1.1 404"));
         // A busy address is reported, not swallowed.
-        assert!(serve(addr, h).is_err());
+        assert!(serve(addr, h, registry).is_err());
     }
 }

@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod health;
 pub mod keys;
+pub mod metrics;
 pub mod signals;
 pub mod state;
 

@@ -97,10 +97,13 @@ impl Snapshot {
                 }
             } else {
                 match serde_json::from_slice::<BlockRecord>(value) {
-                    Ok(b) => d.blocks.push(BlockInfo {
-                        cidr: b.cidr,
-                        node: b.affinity,
-                    }),
+                    Ok(b) => {
+                        d.blocks.push(BlockInfo {
+                            cidr: b.cidr,
+                            node: b.affinity.clone(),
+                        });
+                        d.ipam.push(b);
+                    }
                     Err(e) => d.errors.push(format!("{key}: {e}")),
                 }
             }
@@ -116,6 +119,8 @@ pub struct Decoded {
     pub cluster: Cluster,
     pub nodes: Vec<NodeInfo>,
     pub blocks: Vec<BlockInfo>,
+    /// The IPAM block records (allocations included), for the IPAM metrics.
+    pub ipam: Vec<BlockRecord>,
     /// `key: error` for every value that could not be decoded.
     pub errors: Vec<String>,
 }

@@ -123,17 +123,20 @@ fn loop_programs_deltas_reports_failures_and_withdraws_status() {
     cfg.resync_interval = Duration::from_secs(3600);
     cfg.status_ttl = Duration::from_secs(2);
     let health = Health::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(furynet_agent::metrics::Metrics::register(&mut registry));
     let stop = Arc::new(AtomicBool::new(false));
     let handle = {
-        let (ds, fake, health, stop, cfg) = (
+        let (ds, fake, health, stop, cfg, metrics) = (
             ds.clone(),
             fake.clone(),
             health.clone(),
             stop.clone(),
             cfg.clone(),
+            metrics.clone(),
         );
         std::thread::spawn(move || {
-            furynet_agent::run(&cfg, ds.as_ref(), fake.as_ref(), &health, &stop)
+            furynet_agent::run(&cfg, ds.as_ref(), fake.as_ref(), &health, &metrics, &stop)
         })
     };
 
@@ -182,6 +185,30 @@ fn loop_programs_deltas_reports_failures_and_withdraws_status() {
     wait("recovered", || {
         status(ds.as_ref()).is_some_and(|s| s.in_sync && s.revision >= rev && s.endpoints == 2)
     });
+    // The failure is in the metrics, under our names and Felix's (the failed delta and the
+    // failed rebuild after it: two transactions).
+    let text = furynet_agent::metrics::encode(&registry);
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+    };
+    assert!(value("furynet_dataplane_failures_total{subsystem=\"nftables\"}") >= 2.0);
+    assert_eq!(
+        value("felix_iptables_restore_errors"),
+        value("furynet_dataplane_failures_total{subsystem=\"nftables\"}")
+    );
+    assert!(value("felix_int_dataplane_failures") >= 2.0);
+    assert_eq!(value("felix_iptables_save_errors"), 0.0);
+    assert_eq!(
+        value("furynet_dataplane_resyncs_total{reason=\"startup\"}"),
+        1.0
+    );
+    assert!(value("furynet_dataplane_resyncs_total{reason=\"drift\"}") >= 1.0);
+    assert_eq!(value("furynet_agent_in_sync"), 1.0);
+    assert!(value("furynet_datastore_watch_events_total") >= 3.0);
+    assert!(value("furynet_policy_programming_seconds_count") >= 2.0);
+    assert_eq!(value("furynet_endpoints_active"), 2.0);
     // After a failure the kernel state is unknown: the recovery pass rebuilds.
     assert!(fake.syncs.lock().unwrap().last().unwrap().1);
 

@@ -19,8 +19,8 @@ use crate::exit;
 /// the kernel of the network namespace it runs in: routes (protocol 154) and the VXLAN device
 /// to every other node's pod blocks, and table `inet furynet` (minimal delta per change, full
 /// resync at start and every --resync-interval). It writes its status to `agents/NAME`
-/// (attached to a lease, so it disappears when the agent dies) and serves `/healthz` and
-/// `/readyz` on --health-addr. SIGTERM/SIGINT stop it; the kernel state is left in place,
+/// (attached to a lease, so it disappears when the agent dies) and serves `/healthz`,
+/// `/readyz` and `/metrics` (Prometheus; names in docs/metrics.md) on --health-addr. SIGTERM/SIGINT stop it; the kernel state is left in place,
 /// so a restarted agent takes over without disrupting traffic.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
@@ -55,6 +55,23 @@ pub struct AgentArgs {
     /// Seconds between full re-reads of the kernel (drift repair) when nothing changes.
     #[arg(long, default_value_t = 30)]
     resync_interval: u64,
+    /// The CNI plugin's `metricsFile` (one line per call), folded into furynet_cni_* metrics.
+    #[arg(long, env = "FURYNET_CNI_CALLS_FILE")]
+    cni_calls_file: Option<std::path::PathBuf>,
+}
+
+/// Our log stream: stderr, with every failed write counted in `felix_log_errors`.
+#[derive(Debug, Clone)]
+struct CountingStderr(furynet_agent::metrics::CompatCounter);
+
+impl std::io::Write for CountingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stderr().write(buf).inspect_err(|_| self.0.inc())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush().inspect_err(|_| self.0.inc())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,8 +85,11 @@ pub fn run(args: &AgentArgs) -> u8 {
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = furynet_agent::metrics::Metrics::register(&mut registry);
+    let log_errors = metrics.felix_log_errors.clone();
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(move || CountingStderr(log_errors.clone()))
         .with_max_level(level)
         .try_init();
     if !args
@@ -98,6 +118,7 @@ pub fn run(args: &AgentArgs) -> u8 {
         encapsulation,
     });
     cfg.resync_interval = Duration::from_secs(args.resync_interval.max(1));
+    cfg.cni_calls_file = args.cni_calls_file.clone();
     let ds = match crate::store_arg::parse(&args.datastore)
         .and_then(|c| crate::store_arg::connect(&c))
     {
@@ -108,8 +129,9 @@ pub fn run(args: &AgentArgs) -> u8 {
         }
     };
     let health = Health::new();
-    match furynet_agent::health::serve(args.health_addr, health.clone()) {
-        Ok(addr) => tracing::info!(%addr, "serving /healthz and /readyz"),
+    let registry = Arc::new(registry);
+    match furynet_agent::health::serve(args.health_addr, health.clone(), registry) {
+        Ok(addr) => tracing::info!(%addr, "serving /healthz, /readyz and /metrics"),
         Err(e) => {
             eprintln!("furynet agent: cannot listen on {}: {e}", args.health_addr);
             return exit::INVALID_INPUT;
@@ -121,7 +143,7 @@ pub fn run(args: &AgentArgs) -> u8 {
         return exit::INVALID_INPUT;
     }
     tracing::info!(node = %args.node, datastore = %args.datastore, "agent starting");
-    match furynet_agent::agent::run_linux(&cfg, ds, health, stop) {
+    match furynet_agent::agent::run_linux(&cfg, ds, health, &metrics, stop) {
         Ok(()) => {
             tracing::info!("agent stopped");
             exit::OK

@@ -6,6 +6,7 @@
 
 pub mod add;
 pub mod alloc;
+pub mod calls;
 pub mod check;
 pub mod config;
 pub mod env;

@@ -44,8 +44,52 @@ fn main() -> ExitCode {
         allocator: &allocator,
         hostname: &hostname,
     };
+    let started = std::time::Instant::now();
     let outcome = run(&|k| std::env::var(k).ok(), &stdin, &deps);
-    emit(&outcome.stdout, outcome.exit_code)
+    let exit = emit(&outcome.stdout, outcome.exit_code);
+    record_call(
+        &stdin,
+        &command,
+        outcome.exit_code == 0,
+        started.elapsed(),
+        &hostname,
+    );
+    exit
+}
+
+/// Appends one line for this call to `metricsFile` (best effort, never changes the result):
+/// the node agent folds these into `furynet_cni_*` metrics, also the ones made while it was
+/// down. See `docs/metrics.md`.
+fn record_call(
+    stdin: &[u8],
+    verb: &str,
+    ok: bool,
+    took: std::time::Duration,
+    hostname: &dyn Fn() -> Option<String>,
+) {
+    let (Some(path), node) = furynet_cni::plugin::metrics_hint(stdin) else {
+        return;
+    };
+    let Some(node) = node.or_else(hostname) else {
+        return;
+    };
+    let line = furynet_cni::calls::CallRecord {
+        node,
+        verb: if verb.is_empty() {
+            "none".into()
+        } else {
+            verb.to_string()
+        },
+        ok,
+        seconds: took.as_secs_f64(),
+    }
+    .to_line();
+    if let Some(dir) = path.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&path) {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 fn emit(s: &str, exit: u8) -> ExitCode {

@@ -167,6 +167,25 @@ pub fn log_conf_hint(stdin: &[u8]) -> LogConf {
     }
 }
 
+/// Where to record this call for the node agent's metrics (`metricsFile`, absolute paths only)
+/// and the node name to record it under (`nodeName`), read leniently: a bad configuration is
+/// still recorded (as an error).
+pub fn metrics_hint(stdin: &[u8]) -> (Option<std::path::PathBuf>, Option<String>) {
+    let v: Option<Value> = serde_json::from_slice(stdin).ok();
+    let get = |k: &str| {
+        v.as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    (
+        get("metricsFile")
+            .map(std::path::PathBuf::from)
+            .filter(|p| p.is_absolute()),
+        get("nodeName"),
+    )
+}
+
 /// Allocator errors as CNI errors (ADD, DEL, GC).
 pub(crate) fn alloc_error(e: AllocError) -> CniError {
     match e {

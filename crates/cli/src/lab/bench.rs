@@ -70,6 +70,7 @@ pub fn run(pods: usize, policies: usize, nodes: u8, samples: usize) -> Res<Repor
         encapsulation: Encap::Vxlan,
         timeout: Duration::from_secs(600),
         resync_interval: 30,
+        monitoring: None,
     };
     let mut state = lab::up(&opts).inspect_err(|_| {
         let _ = super::netns::down();

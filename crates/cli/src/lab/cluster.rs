@@ -28,6 +28,8 @@ pub struct UpOptions {
     pub timeout: Duration,
     /// The agents' `--resync-interval` (seconds).
     pub resync_interval: u64,
+    /// Start a Prometheus on this loopback port scraping the agents (`--monitoring`).
+    pub monitoring: Option<u16>,
 }
 
 fn exe() -> Res<PathBuf> {
@@ -114,6 +116,8 @@ pub fn up(opts: &UpOptions) -> Res<LabState> {
         resync_interval: opts.resync_interval,
         node_datastore: None,
         relay_pid: 0,
+        prometheus: None,
+        prometheus_pid: 0,
     };
     state.save()?;
     let ds = open_datastore(&state)?;
@@ -162,10 +166,20 @@ pub fn up(opts: &UpOptions) -> Res<LabState> {
         });
         state.save()?;
     }
-    if let Some(relay) = relay_plan(&state.datastore)? {
-        progress("relaying etcd into the node namespaces (127.0.0.1 inside each node)");
+    let mut relay = relay_plan(&state.datastore)?.unwrap_or_default();
+    if opts.monitoring.is_some() {
+        for (i, n) in state.nodes.iter().enumerate() {
+            relay
+                .exposes
+                .push(format!("{}={}:9099", n.netns, METRICS_BASE_PORT + i as u16));
+        }
+    }
+    if !relay.routes.is_empty() || !relay.exposes.is_empty() {
+        progress("starting the lab relay (etcd into the nodes, agents' metrics out)");
         state.relay_pid = start_relay(&state, &relay)?;
-        state.node_datastore = Some(relay.node_datastore);
+        if !relay.node_datastore.is_empty() {
+            state.node_datastore = Some(relay.node_datastore.clone());
+        }
         state.save()?;
     }
     for i in 0..state.nodes.len() {
@@ -174,15 +188,28 @@ pub fn up(opts: &UpOptions) -> Res<LabState> {
     }
     progress("waiting for every agent's first complete sync");
     wait_for_agents(&state, ds.as_ref(), 0, opts.timeout)?;
+    if let Some(port) = opts.monitoring {
+        progress(&format!("starting Prometheus on 127.0.0.1:{port} (scraping every agent, furynet alert rules loaded)"));
+        state.prometheus_pid = super::monitoring::start(&state, port)?;
+        state.prometheus = Some(format!("http://127.0.0.1:{port}"));
+        state.save()?;
+    }
     Ok(state)
 }
 
-/// How an etcd datastore is reached from inside the node namespaces.
+/// Node `i`'s agent metrics are exposed on the host at 127.0.0.1:(this + i).
+pub const METRICS_BASE_PORT: u16 = 19100;
+
+/// What the lab relay carries between the host and the node namespaces.
+#[derive(Debug, Default)]
 pub struct Relay {
-    /// `LISTEN_PORT=HOST:PORT` per etcd endpoint.
+    /// `LISTEN_PORT=HOST:PORT` per etcd endpoint (listeners inside every node).
     pub routes: Vec<String>,
-    /// The `--datastore` value for agents and the CNI plugin (loopback in the node).
+    /// The `--datastore` value for agents and the CNI plugin (loopback in the node); empty
+    /// when no etcd is relayed.
     pub node_datastore: String,
+    /// `NETNS=HOST_PORT:TARGET_PORT`: the agents' metrics, out to the host.
+    pub exposes: Vec<String>,
 }
 
 /// Node namespaces have their own loopback: an etcd on the host's 127.0.0.1 (or anywhere the
@@ -208,6 +235,7 @@ pub fn relay_plan(datastore: &str) -> Res<Option<Relay>> {
     Ok(Some(Relay {
         routes,
         node_datastore: format!("etcd://{}", local.join(",")),
+        exposes: Vec::new(),
     }))
 }
 
@@ -219,6 +247,9 @@ fn start_relay(state: &LabState, relay: &Relay) -> Res<u32> {
     }
     for r in &relay.routes {
         cmd.args(["--route", r]);
+    }
+    for e in &relay.exposes {
+        cmd.args(["--expose", e]);
     }
     let log = state.log_file("relay");
     let log_file = std::fs::OpenOptions::new()
@@ -265,6 +296,8 @@ fn start_agent(state: &LabState, i: usize) -> Res<u32> {
         "127.0.0.1:9099",
         "--resync-interval",
         &state.resync_interval.to_string(),
+        "--cni-calls-file",
+        &state.log_file("cni-calls").display().to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -361,6 +394,7 @@ fn cni_conf(state: &LabState, node: &str) -> Res<String> {
         "cniVersion": "1.1.0", "name": "k8s-pod-network", "type": "furynet-cni",
         "datastore": datastore,
         "nodeName": node, "ipam": {"pools": ["10.244.0.0/16"]}, "mtu": 1450,
+        "metricsFile": state.log_file("cni-calls"),
     })
     .to_string())
 }

@@ -11,6 +11,7 @@
 mod bench;
 mod check;
 mod cluster;
+mod monitoring;
 mod netns;
 mod probe;
 mod relay;
@@ -123,6 +124,9 @@ enum LabCommand {
         /// LISTEN_PORT=HOST:PORT
         #[arg(long = "route")]
         routes: Vec<String>,
+        /// NETNS=HOST_PORT:TARGET_PORT
+        #[arg(long = "expose")]
+        exposes: Vec<String>,
     },
     /// A pod's port server (started by the lab inside the pod's namespace).
     #[command(hide = true)]
@@ -160,6 +164,13 @@ struct BuildArgs {
     /// Seconds between the agents' full re-reads of the kernel (drift repair).
     #[arg(long, default_value_t = 10)]
     resync_interval: u64,
+    /// Also start a local Prometheus (Debian's `prometheus`) scraping every agent, with
+    /// furynet's alert rules loaded.
+    #[arg(long)]
+    monitoring: bool,
+    /// Loopback port of that Prometheus.
+    #[arg(long, default_value_t = 9090)]
+    monitoring_port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -239,7 +250,12 @@ pub fn run_cmd(args: &LabArgs) -> u8 {
             probe,
         } => load_files(files).and_then(|c| one_shot(c, build, probe, false)),
         LabCommand::Serve { netns, ips, ports } => serve(netns, ips, ports),
-        LabCommand::Relay { netns, routes, .. } => relay::run(netns, routes).map(|()| exit::OK),
+        LabCommand::Relay {
+            netns,
+            routes,
+            exposes,
+            ..
+        } => relay::run(netns, routes, exposes).map(|()| exit::OK),
         LabCommand::BenchProgramming {
             pods,
             policies,
@@ -323,6 +339,7 @@ fn up_opts(b: &BuildArgs) -> cluster::UpOptions {
         encapsulation: b.encapsulation,
         timeout: Duration::from_secs(b.timeout),
         resync_interval: b.resync_interval.max(1),
+        monitoring: b.monitoring.then_some(b.monitoring_port),
     }
 }
 
@@ -363,6 +380,13 @@ fn up(b: &BuildArgs, files: &[PathBuf]) -> Res<u8> {
     let mut state = build_lab(b)?;
     if let Some(c) = input {
         apply_files(&mut state, &c, Duration::from_secs(b.timeout))?;
+    }
+    if let Some(url) = &state.prometheus {
+        eprintln!(
+            "lab up: Prometheus at {url} (alerts: {url}/alerts); agents' metrics at http://127.0.0.1:{}..{}/metrics",
+            cluster::METRICS_BASE_PORT,
+            cluster::METRICS_BASE_PORT as usize + state.nodes.len() - 1
+        );
     }
     eprintln!(
         "lab up: {} node(s) ({} encapsulation, datastore {}), {} pod(s); every agent in sync.\n\

@@ -124,7 +124,8 @@ fn lab_processes(namespaces: &[String]) -> Vec<i32> {
         .collect()
 }
 
-/// Lab helper processes in the host namespace (`furynet lab relay --tag fnylab-…`).
+/// Lab helper processes in the host namespace: `furynet lab relay --tag fnylab-…` and the
+/// lab's Prometheus.
 fn lab_relays() -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -136,11 +137,18 @@ fn lab_relays() -> Vec<i32> {
                 return false;
             };
             let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            args.windows(2)
+            let relay = args
+                .windows(2)
                 .any(|w| w == [b"lab".as_slice(), b"relay".as_slice()])
                 && args
                     .windows(2)
-                    .any(|w| w[0] == b"--tag" && w[1].starts_with(PREFIX.as_bytes()))
+                    .any(|w| w[0] == b"--tag" && w[1].starts_with(PREFIX.as_bytes()));
+            // The lab's Prometheus: its configuration lives in the lab directory.
+            let conf = format!(
+                "--config.file={}",
+                super::state::dir().join("prometheus.yml").display()
+            );
+            relay || args.contains(&conf.as_bytes())
         })
         .collect()
 }

@@ -43,8 +43,42 @@ fn forward(client: TcpStream, to: &str) {
     std::thread::spawn(move || pipe(u2, c2));
 }
 
-/// Binds every route in every namespace, prints `ready`, forwards until SIGTERM.
-pub fn run(netns: &[String], routes: &[String]) -> Res<()> {
+/// Parses `NETNS=HOST_PORT:TARGET_PORT` (expose 127.0.0.1:TARGET_PORT of a namespace on the
+/// host's 127.0.0.1:HOST_PORT).
+pub fn parse_expose(e: &str) -> Res<(String, u16, u16)> {
+    let bad = || format!("--expose {e:?}: expected NETNS=HOST_PORT:TARGET_PORT");
+    let (ns, ports) = e.split_once('=').ok_or_else(bad)?;
+    let (h, t) = ports.split_once(':').ok_or_else(bad)?;
+    Ok((
+        ns.to_string(),
+        h.parse().map_err(|_| bad())?,
+        t.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// Accepts on the host and connects from inside `netns` (a thread enters it per connection).
+fn expose(netns: String, host_port: u16, target_port: u16) -> Res<()> {
+    let l = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)))
+        .map_err(|e| format!("bind 127.0.0.1:{host_port}: {e}"))?;
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let ns = Ns::existing(&netns);
+            let target = SocketAddr::from((Ipv4Addr::LOCALHOST, target_port));
+            if let Ok(Ok(up)) = ns.enter(move || TcpStream::connect(target)) {
+                let (Ok(c2), Ok(u2)) = (c.try_clone(), up.try_clone()) else {
+                    continue;
+                };
+                std::thread::spawn(move || pipe(c, up));
+                std::thread::spawn(move || pipe(u2, c2));
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Binds every route in every namespace and every exposed port, prints `ready`, forwards
+/// until SIGTERM.
+pub fn run(netns: &[String], routes: &[String], exposes: &[String]) -> Res<()> {
     let stop = Arc::new(AtomicBool::new(false));
     furynet_agent::signals::stop_on_term(stop.clone()).map_err(|e| e.to_string())?;
     let routes: Vec<(u16, String)> = routes.iter().map(|r| parse_route(r)).collect::<Res<_>>()?;
@@ -63,6 +97,10 @@ pub fn run(netns: &[String], routes: &[String]) -> Res<()> {
             });
         }
     }
+    for e in exposes {
+        let (ns, h, t) = parse_expose(e)?;
+        expose(ns, h, t)?;
+    }
     crate::out::with_stdout(|w| {
         writeln!(w, "ready")?;
         w.flush()
@@ -78,6 +116,16 @@ pub fn run(netns: &[String], routes: &[String]) -> Res<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn exposes_parse_or_say_why() {
+        assert_eq!(
+            parse_expose("fnylab-1-node-0=19100:9099").unwrap(),
+            ("fnylab-1-node-0".to_string(), 19100, 9099)
+        );
+        assert!(parse_expose("x=1").is_err());
+        assert!(parse_expose("x").is_err());
+    }
 
     #[test]
     fn routes_parse_or_say_why() {

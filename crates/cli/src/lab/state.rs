@@ -65,9 +65,14 @@ pub struct LabState {
     /// to the nodes' loopback).
     #[serde(default)]
     pub node_datastore: Option<String>,
-    /// The etcd relay process (0: none).
+    /// The relay process (etcd in, metrics out; 0: none).
     #[serde(default)]
     pub relay_pid: u32,
+    /// The lab's Prometheus (`lab up --monitoring`), its URL and process.
+    #[serde(default)]
+    pub prometheus: Option<String>,
+    #[serde(default)]
+    pub prometheus_pid: u32,
 }
 
 impl LabState {

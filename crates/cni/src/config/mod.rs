@@ -236,6 +236,7 @@ pub fn parse(conf: &Map<String, Value>, cni_version: SpecVersion) -> Result<NetC
         "cni.dev/attachments",
         "logFile",
         "logLevel",
+        "metricsFile",
     ];
     let unknown_keys = conf
         .keys()
