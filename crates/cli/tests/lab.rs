@@ -2,58 +2,14 @@
 //! the measured matrix must equal `furynet analyze`'s. Needs root (skips loudly otherwise).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Lab tests run one at a time: `lab down` and the leftover checks look at every lab namespace.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn privileged() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("SKIPPED (needs root)");
-        false
-    }
-}
-
-/// The lab finds `furynet-cni` next to `furynet`: make sure it is built there.
-fn ensure_cni_built() {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_furynet"));
-    if !exe.with_file_name("furynet-cni").is_file() {
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "furynet-cni"])
-            .current_dir(root())
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    assert!(
-        exe.with_file_name("furynet-cni").is_file(),
-        "furynet-cni must sit next to furynet"
-    );
-}
+mod common;
+use common::{ensure_cni_built, privileged, root, run, serial, LabGuard};
 
 fn furynet(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_furynet"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run(env!("CARGO_BIN_EXE_furynet"), args)
 }
+
+use std::process::Command;
 
 fn json(s: &str) -> Vec<serde_json::Value> {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
@@ -99,7 +55,7 @@ fn demo_measured_matrix_equals_analyze() {
         return;
     }
     let _serial = serial();
-    ensure_cni_built();
+    ensure_cni_built(env!("CARGO_BIN_EXE_furynet"));
     let (code, out, err) = furynet(&["lab", "demo", "-o", "json"]);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     let (_, predicted, _) = furynet(&["analyze", "examples/demo", "-o", "json"]);
@@ -124,7 +80,7 @@ fn verify_examples_with_direct_routes_and_vxlan() {
         return;
     }
     let _serial = serial();
-    ensure_cni_built();
+    ensure_cni_built(env!("CARGO_BIN_EXE_furynet"));
     for (ex, encap) in [
         ("examples/analyze/named-ports.yaml", "none"),
         ("examples/analyze/egress-dns-only.yaml", "vxlan"),
@@ -150,15 +106,6 @@ fn verify_examples_with_direct_routes_and_vxlan() {
     no_lab_left();
 }
 
-/// Tears the lab down when the test ends, also when it fails.
-struct LabGuard;
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = furynet(&["lab", "down"]);
-    }
-}
-
 /// Every upstream scenario through one long-lived lab (3 nodes, an agent each): apply the base
 /// (which also restores labels a previous scenario changed) and the scenario, `lab verify`
 /// must be clean, the measured matrix must equal `analyze`'s, then delete the scenario.
@@ -168,9 +115,9 @@ fn upstream_scenarios_through_the_real_dataplane() {
         return;
     }
     let _serial = serial();
-    ensure_cni_built();
+    ensure_cni_built(env!("CARGO_BIN_EXE_furynet"));
     let _ = furynet(&["lab", "down"]);
-    let _guard = LabGuard;
+    let _guard = LabGuard(env!("CARGO_BIN_EXE_furynet"));
     let base = "crates/policy/tests/data/upstream/base.yaml";
     let dir = root().join("crates/policy/tests/data/upstream");
     let mut scenarios: Vec<String> = std::fs::read_dir(&dir)

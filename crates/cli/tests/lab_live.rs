@@ -3,49 +3,17 @@
 //! Needs root (skips loudly otherwise).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn privileged() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("SKIPPED (needs root)");
-        false
-    }
-}
-
-fn ensure_cni_built() {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_furynet"));
-    if !exe.with_file_name("furynet-cni").is_file() {
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "furynet-cni"])
-            .current_dir(root())
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-}
+mod common;
+use common::{ensure_cni_built, privileged, run, serial, LabGuard};
 
 fn furynet(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_furynet"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run(env!("CARGO_BIN_EXE_furynet"), args)
 }
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn ok(args: &[&str]) -> String {
     let (code, out, err) = furynet(args);
@@ -56,22 +24,6 @@ fn ok(args: &[&str]) -> String {
         args.join(" ")
     );
     out
-}
-
-/// Lab tests run one at a time: there is one lab per machine.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Tears the lab down when the test ends, also when it fails.
-struct LabGuard;
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = furynet(&["lab", "down"]);
-    }
 }
 
 /// Runs `f` on a thread inside the named network namespace (sockets keep their namespace).
@@ -175,9 +127,9 @@ fn long_lived_lab_with_agents() {
         return;
     }
     let _serial = serial();
-    ensure_cni_built();
+    ensure_cni_built(env!("CARGO_BIN_EXE_furynet"));
     let _ = furynet(&["lab", "down"]);
-    let _guard = LabGuard;
+    let _guard = LabGuard(env!("CARGO_BIN_EXE_furynet"));
     let data = "crates/cli/tests/data/lab";
     ok(&[
         "lab",
@@ -379,9 +331,9 @@ fn lab_on_etcd() {
         return;
     };
     let _serial = serial();
-    ensure_cni_built();
+    ensure_cni_built(env!("CARGO_BIN_EXE_furynet"));
     let _ = furynet(&["lab", "down"]);
-    let _guard = LabGuard;
+    let _guard = LabGuard(env!("CARGO_BIN_EXE_furynet"));
     let data = "crates/cli/tests/data/lab";
     let store = format!("etcd://{}", etcd.endpoint.trim_start_matches("http://"));
     ok(&[

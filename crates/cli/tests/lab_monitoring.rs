@@ -7,41 +7,23 @@
 //! fails under CI=true).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{root, run, LabGuard};
 
 fn furynet(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_furynet"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run(env!("CARGO_BIN_EXE_furynet"), args)
 }
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn ok(args: &[&str]) -> String {
     let (code, out, err) = furynet(args);
     assert_eq!(code, 0, "furynet {}:\n{out}\n{err}", args.join(" "));
     out
-}
-
-struct LabGuard;
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = furynet(&["lab", "down"]);
-    }
 }
 
 const PORT: u16 = 19090;
@@ -118,7 +100,7 @@ fn metrics_alerts_and_dashboards_against_a_real_prometheus() {
         return;
     }
     let _ = furynet(&["lab", "down"]);
-    let _guard = LabGuard;
+    let _guard = LabGuard(env!("CARGO_BIN_EXE_furynet"));
     let data = "crates/cli/tests/data/lab";
     ok(&[
         "lab",
@@ -223,17 +205,42 @@ fn metrics_alerts_and_dashboards_against_a_real_prometheus() {
         "both agents scraped"
     );
 
-    // Every alert expression evaluates (firing or not), and the rules are loaded.
+    // Every alert expression evaluates (firing or not), the rules are loaded and healthy, and
+    // every agent metric an alert reads has series (Typha's wait for the fan-out server).
     let rules = get("/api/v1/rules");
     let mut alerts = 0;
+    let mut unread = Vec::new();
     for g in rules["data"]["groups"].as_array().unwrap() {
         for r in g["rules"].as_array().unwrap() {
             assert_eq!(r["health"], "ok", "{r}");
-            query(r["query"].as_str().unwrap());
+            let q = r["query"].as_str().unwrap();
+            query(q);
             alerts += 1;
+            for token in q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')) {
+                if (token.starts_with("furynet_") || token.starts_with("felix_"))
+                    && query(token).is_empty()
+                {
+                    unread.push(format!("{}: {token}", r["name"]));
+                }
+            }
         }
     }
     assert!(alerts >= 16, "{alerts} rules loaded");
+    assert!(
+        unread.is_empty(),
+        "alert metrics without series: {unread:?}"
+    );
+
+    // `lab status` shows each agent's key metrics.
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(&["lab", "status", "-o", "json"])).unwrap();
+    for n in st["nodes"].as_array().unwrap() {
+        assert!(n["metrics"]["applies"].as_f64().unwrap() > 0.0, "{n}");
+    }
+    assert!(
+        st["nodes"][1]["metrics"]["failures"].as_f64().unwrap() > 0.0,
+        "{st}"
+    );
 
     // Every panel returns data (fan-out: no server yet, so only that its PromQL evaluates).
     let mut panels = Vec::new();

@@ -257,13 +257,18 @@ fn start_relay(state: &LabState, relay: &Relay) -> Res<u32> {
         .append(true)
         .open(&log)
         .map_err(|e| format!("{}: {e}", log.display()))?;
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file)
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("starting the etcd relay: {e}"))?;
+        .map_err(|e| format!("starting the lab relay: {e}"))?;
+    wait_ready(child, "the lab relay", &log)
+}
+
+/// Waits for a helper process to print `ready` on stdout; kills it when it does not.
+fn wait_ready(mut child: std::process::Child, what: &str, log: &std::path::Path) -> Res<u32> {
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
@@ -271,10 +276,7 @@ fn start_relay(state: &LabState, relay: &Relay) -> Res<u32> {
     if line.trim() != "ready" {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(format!(
-            "the etcd relay did not start (see {})",
-            log.display()
-        ));
+        return Err(format!("{what} did not start (see {})", log.display()));
     }
     Ok(child.id())
 }
@@ -462,27 +464,17 @@ fn start_server(state: &LabState, pod: &PodState, spec: &Pod) -> Res<u32> {
         args.push("--port".into());
         args.push(format!("{port}/{}", proto.as_str()));
     }
-    let mut child = spawn_in(
+    let child = spawn_in(
         &pod.netns,
         &args,
         &state.log_file("servers"),
         Stdio::piped(),
     )?;
-    let pid = child.id();
-    let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        let _ = BufReader::new(out).read_line(&mut line);
-    }
-    if line.trim() != "ready" {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(format!(
-            "the port server of {} did not start (see {})",
-            pod.key(),
-            state.log_file("servers").display()
-        ));
-    }
-    Ok(pid)
+    wait_ready(
+        child,
+        &format!("the port server of {}", pod.key()),
+        &state.log_file("servers"),
+    )
 }
 
 fn stop_process(pid: u32) {

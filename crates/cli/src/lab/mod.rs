@@ -439,6 +439,8 @@ struct StatusNode {
     revision: Option<i64>,
     error: Option<String>,
     endpoints: usize,
+    /// Key figures from the agent's own `/metrics` (absent when it does not answer).
+    metrics: Option<monitoring::KeyMetrics>,
 }
 
 #[derive(Serialize)]
@@ -477,6 +479,7 @@ fn status(output: Format) -> Res<u8> {
                         None => Some("no status (agent down?)".into()),
                     },
                     endpoints: a.map_or(0, |a| a.endpoints),
+                    metrics: monitoring::key_metrics(&n.netns),
                 }
             })
             .collect(),
@@ -518,8 +521,28 @@ fn status(output: Format) -> Res<u8> {
                     n.revision.map_or("-".into(), |r| r.to_string()),
                     n.endpoints
                 )?;
+                let m = n.metrics.as_ref();
+                let num = |f: fn(&monitoring::KeyMetrics) -> f64| {
+                    m.map_or("-".into(), |m| format!("{}", f(m)))
+                };
+                write!(
+                    w,
+                    "\t{}\t{}\t{}",
+                    num(|m| m.applies),
+                    num(|m| m.failures),
+                    num(|m| m.resyncs)
+                )?;
                 if wide {
-                    write!(w, "\t{}\t{}", n.netns, n.error.as_deref().unwrap_or("-"))?;
+                    let avg = m.map_or("-".into(), |m| {
+                        format!("{:.1}ms", m.programming_avg_seconds * 1e3)
+                    });
+                    write!(
+                        w,
+                        "\t{}\t{avg}\t{}\t{}",
+                        num(|m| m.set_members),
+                        n.netns,
+                        n.error.as_deref().unwrap_or("-")
+                    )?;
                 }
                 writeln!(w)?;
             }

@@ -127,3 +127,105 @@ pub fn start(state: &LabState, port: u16) -> Res<u32> {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// An agent's key figures, read from its `/metrics` inside the node namespace.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyMetrics {
+    pub applies: f64,
+    pub failures: f64,
+    pub resyncs: f64,
+    pub set_members: f64,
+    pub programming_avg_seconds: f64,
+}
+
+/// Sums every sample of `name` (any labels) in a text exposition.
+fn sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn parse_key_metrics(text: &str) -> KeyMetrics {
+    let count = sum(text, "furynet_policy_programming_seconds_count");
+    KeyMetrics {
+        applies: sum(text, "furynet_dataplane_applies_total"),
+        failures: sum(text, "furynet_dataplane_failures_total"),
+        resyncs: sum(text, "furynet_dataplane_resyncs_total"),
+        set_members: sum(text, "furynet_set_members_active"),
+        programming_avg_seconds: if count > 0.0 {
+            sum(text, "furynet_policy_programming_seconds_sum") / count
+        } else {
+            0.0
+        },
+    }
+}
+
+/// Reads the agent's metrics at 127.0.0.1:9099 inside `netns`.
+pub fn key_metrics(netns: &str) -> Option<KeyMetrics> {
+    let body = super::netns::Ns::existing(netns)
+        .enter(|| http_get(9099, "/metrics"))
+        .ok()?
+        .ok()?;
+    (body.0 == 200).then(|| parse_key_metrics(&body.1))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn key_metrics_sum_label_sets() {
+        let text = "# TYPE furynet_dataplane_applies counter\n\
+            furynet_dataplane_applies_total{subsystem=\"routes\"} 3\n\
+            furynet_dataplane_applies_total{subsystem=\"nftables\"} 4\n\
+            furynet_dataplane_applies_total_bogus 100\n\
+            furynet_policy_programming_seconds_sum 0.5\n\
+            furynet_policy_programming_seconds_count 10\n\
+            furynet_set_members_active 7\n# EOF\n";
+        let m = parse_key_metrics(text);
+        assert_eq!(m.applies, 7.0);
+        assert_eq!(m.set_members, 7.0);
+        assert_eq!(m.failures, 0.0);
+        assert!((m.programming_avg_seconds - 0.05).abs() < 1e-9);
+    }
+
+    #[test]
+    fn scrape_config_labels_every_agent() {
+        let state = LabState {
+            tag: "fnylab-1".into(),
+            datastore: "/x".into(),
+            encapsulation: "vxlan".into(),
+            nodes: vec![
+                super::super::state::NodeState {
+                    name: "node-0".into(),
+                    netns: "fnylab-1-node-0".into(),
+                    underlay: "172.31.0.1".parse().unwrap(),
+                    agent_pid: 1,
+                },
+                super::super::state::NodeState {
+                    name: "node-1".into(),
+                    netns: "fnylab-1-node-1".into(),
+                    underlay: "172.31.0.2".parse().unwrap(),
+                    agent_pid: 2,
+                },
+            ],
+            pods: vec![],
+            next_pod: 0,
+            resync_interval: 10,
+            node_datastore: None,
+            relay_pid: 0,
+            prometheus: None,
+            prometheus_pid: 0,
+        };
+        let c = config(&state, std::path::Path::new("/r"));
+        assert!(c.contains("- /r/*.yaml"), "{c}");
+        assert!(c.contains("targets: ['127.0.0.1:19101']\n        labels: {node: node-1, pod: furynet-agent-node-1, namespace: kube-system}"), "{c}");
+    }
+}

@@ -1,0 +1,67 @@
+//! Helpers shared by the lab test binaries (each uses what it needs).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Lab tests need root; others skip loudly.
+pub fn privileged() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        true
+    } else {
+        eprintln!("SKIPPED (needs root)");
+        false
+    }
+}
+
+/// Lab tests run one at a time within a binary: there is one lab per machine (cargo runs the
+/// test binaries one after another).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The lab finds `furynet-cni` next to `furynet`: make sure it is built there.
+pub fn ensure_cni_built(furynet_exe: &str) {
+    let exe = PathBuf::from(furynet_exe);
+    if !exe.with_file_name("furynet-cni").is_file() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "furynet-cni"])
+            .current_dir(root())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    assert!(
+        exe.with_file_name("furynet-cni").is_file(),
+        "furynet-cni must sit next to furynet"
+    );
+}
+
+/// Runs the `furynet` binary: (exit code, stdout, stderr).
+pub fn run(furynet_exe: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(furynet_exe)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Tears the lab down when dropped, also when the test fails.
+pub struct LabGuard(pub &'static str);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = run(self.0, &["lab", "down"]);
+    }
+}
