@@ -22,9 +22,20 @@ pub struct Measured {
     pub unprobed: Vec<String>,
 }
 
-/// Probes the lab. `from`/`to` restrict sources/destinations (`namespace/name`).
+/// Source ports for UDP and SCTP probes cycle through this range (see [`probe::probe`]).
+const PROBE_PORTS: std::ops::Range<u32> = 20_000..60_000;
+
+/// The source port of the `i`-th probe of a run whose first port offset is `cursor`.
+fn probe_port(cursor: u32, i: usize) -> u16 {
+    let span = PROBE_PORTS.end - PROBE_PORTS.start;
+    let off = (u64::from(cursor) + i as u64) % u64::from(span);
+    (PROBE_PORTS.start + off as u32) as u16
+}
+
+/// Probes the lab. `from`/`to` restrict sources/destinations (`namespace/name`). Advances the
+/// lab's probe port cursor (saved), so the next run uses fresh source ports.
 pub fn measure(
-    state: &LabState,
+    state: &mut LabState,
     cluster: &Cluster,
     from: &[String],
     to: &[String],
@@ -59,19 +70,29 @@ pub fn measure(
             }
         }
     }
+    let cursor = state.probe_cursor;
+    state.probe_cursor = (cursor + cases.len() as u32) % (PROBE_PORTS.end - PROBE_PORTS.start);
+    state.save()?;
     let mut results: Vec<Res<Option<String>>> = Vec::with_capacity(cases.len());
-    for chunk in cases.chunks(256) {
+    for (c, chunk) in cases.chunks(256).enumerate() {
         let got: Vec<Res<Option<String>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = chunk
                 .iter()
-                .map(|&(s, d, port, proto)| {
+                .enumerate()
+                .map(|(k, &(s, d, port, proto))| {
                     let (src, dst) = (lab[s], lab[d]);
+                    let sport = probe_port(cursor, c * 256 + k);
                     scope.spawn(move || {
                         let (Some(src), Some(dst)) = (src, dst) else {
                             return Err("pod not in the lab".to_string());
                         };
                         let ip = dst.ips.first().ok_or("pod without address")?;
-                        probe::probe(&Ns::existing(&src.netns), SocketAddr::new(*ip, port), proto)
+                        probe::probe(
+                            &Ns::existing(&src.netns),
+                            SocketAddr::new(*ip, port),
+                            proto,
+                            sport,
+                        )
                     })
                 })
                 .collect();
@@ -121,4 +142,17 @@ pub fn measure(
         differences,
         unprobed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_ports_stay_in_range_and_wrap() {
+        assert_eq!(probe_port(0, 0), 20_000);
+        assert_eq!(probe_port(39_999, 0), 59_999);
+        assert_eq!(probe_port(39_999, 1), 20_000);
+        assert_eq!(probe_port(5, 10), 20_015);
+    }
 }

@@ -118,6 +118,7 @@ pub fn up(opts: &UpOptions) -> Res<LabState> {
         relay_pid: 0,
         prometheus: None,
         prometheus_pid: 0,
+        probe_cursor: 0,
     };
     state.save()?;
     let ds = open_datastore(&state)?;

@@ -611,10 +611,10 @@ fn report(m: &check::Measured, p: &ProbeArgs, verify: bool, headline: Option<Str
 }
 
 fn probe_cmd(p: &ProbeArgs, verify: bool) -> Res<u8> {
-    let state = LabState::running()?;
+    let mut state = LabState::running()?;
     let ds = cluster::open_datastore(&state)?;
     let c = cluster::stored_cluster(ds.as_ref())?;
-    let m = check::measure(&state, &c, &p.from, &p.to)?;
+    let m = check::measure(&mut state, &c, &p.from, &p.to)?;
     report(&m, p, verify, None)
 }
 
@@ -626,7 +626,7 @@ fn one_shot(input: Cluster, b: &BuildArgs, p: &ProbeArgs, demo: bool) -> Res<u8>
         progress("probing every connection with real traffic");
         let ds = cluster::open_datastore(&state)?;
         let c = cluster::stored_cluster(ds.as_ref())?;
-        check::measure(&state, &c, &p.from, &p.to)
+        check::measure(&mut state, &c, &p.from, &p.to)
     })();
     progress("tearing down (agents, servers, namespaces, datastore)");
     let _ = down();

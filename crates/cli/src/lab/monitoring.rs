@@ -223,6 +223,7 @@ mod tests {
             relay_pid: 0,
             prometheus: None,
             prometheus_pid: 0,
+            probe_cursor: 0,
         };
         let c = config(&state, std::path::Path::new("/r"));
         assert!(c.contains("- /r/*.yaml"), "{c}");

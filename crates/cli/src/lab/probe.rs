@@ -61,8 +61,10 @@ pub fn serve(
 }
 
 /// Probes `dst` from `from`: `Some(source address the server saw)` when it answered, `None`
-/// when the traffic was dropped (timeout or refusal).
-pub fn probe(from: &Ns, dst: SocketAddr, proto: Protocol) -> Res<Option<String>> {
+/// when the traffic was dropped (timeout or refusal). UDP and SCTP use `src_port` (when it can
+/// be bound): the lab hands out ports that no recent probe used, so a conntrack entry left by
+/// an earlier probe — allowed under an earlier policy — never answers for this one.
+pub fn probe(from: &Ns, dst: SocketAddr, proto: Protocol, src_port: u16) -> Res<Option<String>> {
     from.enter(move || match proto {
         Protocol::Tcp => {
             let mut c = TcpStream::connect_timeout(&dst, TIMEOUT).ok()?;
@@ -72,10 +74,14 @@ pub fn probe(from: &Ns, dst: SocketAddr, proto: Protocol) -> Res<Option<String>>
             Some(seen.trim().to_string())
         }
         Protocol::Udp => {
-            let bind: SocketAddr = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-                .parse()
+            let any: IpAddr = if dst.is_ipv4() {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            };
+            let s = UdpSocket::bind(SocketAddr::new(any, src_port))
+                .or_else(|_| UdpSocket::bind(SocketAddr::new(any, 0)))
                 .ok()?;
-            let s = UdpSocket::bind(bind).ok()?;
             s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
             let mut buf = [0u8; 64];
             for _ in 0..3 {
@@ -86,6 +92,6 @@ pub fn probe(from: &Ns, dst: SocketAddr, proto: Protocol) -> Res<Option<String>>
             }
             None
         }
-        Protocol::Sctp => super::sctp::probe(dst),
+        Protocol::Sctp => super::sctp::probe(dst, src_port),
     })
 }

@@ -194,13 +194,12 @@ pub fn serve(
 
 /// Sends an INIT to `dst` (call inside the source namespace) and waits for the INIT-ACK:
 /// `Some(address in its cookie)`, or `None` when nothing came back.
-pub fn probe(dst: SocketAddr) -> Option<String> {
+pub fn probe(dst: SocketAddr, src_port: u16) -> Option<String> {
     let SocketAddr::V4(dst) = dst else {
         return None;
     };
     let s = raw_socket().ok()?;
     let tag = fresh() | 1;
-    let src_port = 32768 + u16::try_from(fresh() % 28000).unwrap_or(0);
     let init = Init {
         src_port,
         dst_port: dst.port(),
@@ -343,9 +342,13 @@ mod tests {
             .unwrap();
         let server = std::thread::spawn(run);
 
-        let got = a.enter(|| probe("10.99.0.2:80".parse().unwrap())).unwrap();
+        let got = a
+            .enter(|| probe("10.99.0.2:80".parse().unwrap(), 40000))
+            .unwrap();
         assert_eq!(got.as_deref(), Some("10.99.0.1"));
-        let got = a.enter(|| probe("10.99.0.2:81".parse().unwrap())).unwrap();
+        let got = a
+            .enter(|| probe("10.99.0.2:81".parse().unwrap(), 40001))
+            .unwrap();
         assert_eq!(got, None, "nothing serves port 81");
         // Nothing but our INIT-ACKs came back: no ABORT from the kernel for port 81.
         let silent = a

@@ -73,6 +73,9 @@ pub struct LabState {
     pub prometheus: Option<String>,
     #[serde(default)]
     pub prometheus_pid: u32,
+    /// Where the next probe run's UDP/SCTP source ports start (see `check::measure`).
+    #[serde(default)]
+    pub probe_cursor: u32,
 }
 
 impl LabState {
