@@ -146,23 +146,39 @@ fn dispatch(
     }
 }
 
-/// Reads `logFile`/`logLevel` from a configuration without validating anything else, so
-/// logging can start before the configuration is fully parsed.
-pub fn log_conf_hint(stdin: &[u8]) -> LogConf {
-    let v: Option<Value> = serde_json::from_slice(stdin).ok();
-    let get = |k: &str| {
-        v.as_ref()
+/// A string field of the configuration on stdin, read without validating anything else.
+struct Lenient(Option<Value>);
+
+impl Lenient {
+    fn new(stdin: &[u8]) -> Self {
+        Lenient(serde_json::from_slice(stdin).ok())
+    }
+
+    fn get(&self, k: &str) -> Option<String> {
+        self.0
+            .as_ref()
             .and_then(|v| v.get(k))
             .and_then(Value::as_str)
             .map(str::to_string)
-    };
-    let level = get("logLevel")
+    }
+
+    fn absolute_path(&self, k: &str) -> Option<std::path::PathBuf> {
+        self.get(k)
+            .map(std::path::PathBuf::from)
+            .filter(|p| p.is_absolute())
+    }
+}
+
+/// Reads `logFile`/`logLevel` from a configuration without validating anything else, so
+/// logging can start before the configuration is fully parsed.
+pub fn log_conf_hint(stdin: &[u8]) -> LogConf {
+    let conf = Lenient::new(stdin);
+    let level = conf
+        .get("logLevel")
         .filter(|l| ["error", "warn", "info", "debug", "trace"].contains(&l.as_str()))
         .unwrap_or_else(|| "info".into());
     LogConf {
-        file: get("logFile")
-            .map(std::path::PathBuf::from)
-            .filter(|p| p.is_absolute()),
+        file: conf.absolute_path("logFile"),
         level,
     }
 }
@@ -171,19 +187,8 @@ pub fn log_conf_hint(stdin: &[u8]) -> LogConf {
 /// and the node name to record it under (`nodeName`), read leniently: a bad configuration is
 /// still recorded (as an error).
 pub fn metrics_hint(stdin: &[u8]) -> (Option<std::path::PathBuf>, Option<String>) {
-    let v: Option<Value> = serde_json::from_slice(stdin).ok();
-    let get = |k: &str| {
-        v.as_ref()
-            .and_then(|v| v.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    (
-        get("metricsFile")
-            .map(std::path::PathBuf::from)
-            .filter(|p| p.is_absolute()),
-        get("nodeName"),
-    )
+    let conf = Lenient::new(stdin);
+    (conf.absolute_path("metricsFile"), conf.get("nodeName"))
 }
 
 /// Allocator errors as CNI errors (ADD, DEL, GC).
@@ -202,4 +207,19 @@ pub(crate) fn alloc_error(e: AllocError) -> CniError {
 /// Kernel errors as CNI errors.
 pub(crate) fn kernel_error(what: &str, e: impl std::fmt::Display) -> CniError {
     CniError::new(code::DATAPLANE, what.to_string(), e.to_string())
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    #[test]
+    fn metrics_hint_is_lenient_and_wants_absolute_paths() {
+        let (f, n) =
+            metrics_hint(br#"{"metricsFile":"/run/x/calls.log","nodeName":"n1","mtu":"bad"}"#);
+        assert_eq!(f, Some(std::path::PathBuf::from("/run/x/calls.log")));
+        assert_eq!(n.as_deref(), Some("n1"));
+        assert_eq!(metrics_hint(br#"{"metricsFile":"relative.log"}"#).0, None);
+        assert_eq!(metrics_hint(b"not json"), (None, None));
+    }
 }
