@@ -114,7 +114,7 @@ pub struct AgentStatus {
     pub pid: u32,
     /// Local endpoints (pods with an interface on this node) programmed.
     pub endpoints: usize,
-    /// NetworkPolicies known.
+    /// NetworkPolicies isolating at least one local endpoint.
     pub policies: usize,
     /// Milliseconds since the Unix epoch of this report.
     pub updated_ms: u64,

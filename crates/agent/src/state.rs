@@ -144,6 +144,7 @@ pub struct Desired {
     /// Pods scheduled on this node that have addresses but no local interface yet.
     pub missing_endpoints: Vec<String>,
     pub endpoints: usize,
+    /// NetworkPolicies that isolate at least one local endpoint.
     pub policies: usize,
 }
 
@@ -167,6 +168,21 @@ pub fn desired(d: &Decoded, node: &NodeSetup, local: &HashMap<IpAddr, String>) -
             None => {}
         }
     }
+    // Policies in force here: those isolating a local endpoint in either direction.
+    let mut active = std::collections::BTreeSet::new();
+    for key in ifaces.keys() {
+        let Some((ns, name)) = key.split_once('/') else {
+            continue;
+        };
+        if let Some(id) = engine.find(ns, name) {
+            for d in [
+                furynet_model::Direction::Ingress,
+                furynet_model::Direction::Egress,
+            ] {
+                active.extend(engine.isolating_policies(id, d).iter().copied());
+            }
+        }
+    }
     let nft = furynet_calc::compute(&engine, &node.name, &ifaces);
     let (chains, sets) = nft.summary();
     let routing = plan(&PlanInput {
@@ -183,7 +199,7 @@ pub fn desired(d: &Decoded, node: &NodeSetup, local: &HashMap<IpAddr, String>) -
         routing,
         missing_endpoints: missing,
         endpoints: ifaces.len(),
-        policies: d.cluster.policies.len(),
+        policies: active.len(),
     }
 }
 

@@ -140,6 +140,18 @@ fn desired_state_routes_other_blocks_and_knows_missing_endpoints() {
     assert_eq!(full.nft.pods.len(), loc.len());
     assert_eq!(full.routing.routes.len(), 1, "one remote block");
     assert_eq!(full.routing.pod_mtu, 1450);
+    assert!(
+        full.policies > 0 && full.policies <= d.cluster.policies.len(),
+        "{} of {} policies isolate a local pod",
+        full.policies,
+        d.cluster.policies.len()
+    );
+    let none = desired(&d, &setup(), &HashMap::new());
+    assert_eq!(
+        (none.policies, none.endpoints),
+        (0, 0),
+        "no local pod, no policy in force"
+    );
     // A node-a pod without its interface yet is reported, not silently dropped.
     let gone = *loc.keys().next().unwrap();
     loc.remove(&gone);
