@@ -3,7 +3,7 @@
 # package prometheus; scripts/setup-debian.sh installs both). Runs no Prometheus server.
 #   1. the generated files are up to date with deploy/monitoring/src/ (regenerate into a temporary
 #      directory and diff);
-#   2. promtool check rules on the plain rule files;
+#   2. promtool check rules on the plain rule files, and the PrometheusRules hold the same groups;
 #   3. promtool test rules: the unit tests in deploy/monitoring/tests/;
 #   4. every alert has a firing and a quiet test, dashboards are importable, every metric used is
 #      documented in docs/metrics.md (scripts/check-monitoring.py);
@@ -39,6 +39,18 @@ step() { # name, command...: runs every step, reports the failed ones at the end
   "$@" || failed+=("$name")
 }
 step "promtool check rules" promtool check rules "$M"/rules/*.rules.yaml
+# The PrometheusRules' spec, de-indented, must be the plain rule file (minus its header line).
+same_spec() {
+  local f n
+  mkdir -p "$tmp/spec"
+  for f in "$M"/prometheusrules/*.yaml; do
+    n=$(basename "$f" .yaml)
+    awk 'body { sub(/^  /, ""); print } /^spec:$/ { body = 1 }' "$f" >"$tmp/spec/$n.rules.yaml"
+    tail -n +2 "$M/rules/$n.rules.yaml" | diff -u - "$tmp/spec/$n.rules.yaml" || return 1
+  done
+  promtool check rules "$tmp"/spec/*.rules.yaml >/dev/null
+}
+step "PrometheusRule specs are the plain rule files" same_spec
 step "promtool test rules" promtool test rules "$M"/tests/*.yaml
 step "coverage, dashboards, documented metrics" \
   python3 scripts/check-monitoring.py "$tmp/dashboard-exprs.rules.yaml"
