@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Static checks of deploy/monitoring/ (issue 5), run by .ci/run. Needs python3 and promtool (Debian
-# package prometheus; scripts/setup-debian.sh installs both). Runs no Prometheus server.
+# Checks of deploy/monitoring/ (issue 5), run by .ci/run. Needs python3 and promtool (Debian
+# package prometheus; scripts/setup-debian.sh installs both).
 #   1. the generated files are up to date with deploy/monitoring/src/ (regenerate into a temporary
 #      directory and diff);
 #   2. promtool check rules on the plain rule files, and the PrometheusRules hold the same groups;
@@ -8,9 +8,12 @@
 #   4. every alert has a firing and a quiet test, dashboards are importable, every metric used is
 #      documented in docs/metrics.md (scripts/check-monitoring.py);
 #   5. every dashboard expression and variable query parses (promtool check rules on them as
-#      recording rules, Grafana variables replaced by concrete values).
-# The end-to-end check (a real Prometheus scraping a lab, every expression returning series) comes
-# with the agent.
+#      recording rules, Grafana variables replaced by concrete values);
+#   6. a real Prometheus (loopback, temporary storage, started and stopped by the script) scrapes
+#      the example expositions in deploy/monitoring/tests/exposition/ (docs/metrics.md as a scrape)
+#      and loads the rules: every rule evaluates without error, every dashboard query returns series
+#      (scripts/smoke-monitoring.py).
+# The same end-to-end check against a running lab (the real agent's /metrics) comes with the agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=deploy/monitoring
@@ -57,6 +60,8 @@ step "coverage, dashboards, documented metrics" \
 if [ -s "$tmp/dashboard-exprs.rules.yaml" ]; then
   step "dashboard expressions parse" promtool check rules "$tmp/dashboard-exprs.rules.yaml"
 fi
+step "rules and dashboards against a real Prometheus scraping the documented expositions" \
+  python3 scripts/smoke-monitoring.py
 if [ ${#failed[@]} -ne 0 ]; then
   printf 'test-monitoring: FAILED: %s\n' "${failed[@]}" >&2
   exit 1
