@@ -79,7 +79,7 @@ def query_var(name, label, query, multi=True):
         "label": label,
         "type": "query",
         "datasource": DS,
-        "query": {"query": query, "refId": f"{name}-var"},
+        "query": query,  # a string: what every Grafana version since 7 reads (10+ migrates it)
         "definition": query,
         "refresh": 2,
         "sort": 1,

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Static checks of deploy/monitoring/ (issue 5), run by .ci/run. Needs python3 and promtool (Debian
-# package prometheus; scripts/setup-debian.sh installs both). Runs no Prometheus server.
+# Checks of deploy/monitoring/ (issue 5), run by .ci/run. Needs python3 and promtool (Debian
+# package prometheus; scripts/setup-debian.sh installs both).
 #   1. the generated files are up to date with deploy/monitoring/src/ (regenerate into a temporary
 #      directory and diff);
-#   2. promtool check rules on the plain rule files;
+#   2. promtool check rules on the plain rule files, and the PrometheusRules hold the same groups;
 #   3. promtool test rules: the unit tests in deploy/monitoring/tests/;
 #   4. every alert has a firing and a quiet test, dashboards are importable, every metric used is
 #      documented in docs/metrics.md (scripts/check-monitoring.py);
 #   5. every dashboard expression and variable query parses (promtool check rules on them as
-#      recording rules, Grafana variables replaced by concrete values).
-# The end-to-end check (a real Prometheus scraping a lab, every expression returning series) comes
-# with the agent.
+#      recording rules, Grafana variables replaced by concrete values);
+#   6. a real Prometheus (loopback, temporary storage, started and stopped by the script) scrapes
+#      the example expositions in deploy/monitoring/tests/exposition/ (docs/metrics.md as a scrape)
+#      and loads the rules: every rule evaluates without error, every dashboard query returns series
+#      (scripts/smoke-monitoring.py).
+# The same end-to-end check against a running lab (the real agent's /metrics) comes with the agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=deploy/monitoring
@@ -39,12 +42,26 @@ step() { # name, command...: runs every step, reports the failed ones at the end
   "$@" || failed+=("$name")
 }
 step "promtool check rules" promtool check rules "$M"/rules/*.rules.yaml
+# The PrometheusRules' spec, de-indented, must be the plain rule file (minus its header line).
+same_spec() {
+  local f n
+  mkdir -p "$tmp/spec"
+  for f in "$M"/prometheusrules/*.yaml; do
+    n=$(basename "$f" .yaml)
+    awk 'body { sub(/^  /, ""); print } /^spec:$/ { body = 1 }' "$f" >"$tmp/spec/$n.rules.yaml"
+    tail -n +2 "$M/rules/$n.rules.yaml" | diff -u - "$tmp/spec/$n.rules.yaml" || return 1
+  done
+  promtool check rules "$tmp"/spec/*.rules.yaml >/dev/null
+}
+step "PrometheusRule specs are the plain rule files" same_spec
 step "promtool test rules" promtool test rules "$M"/tests/*.yaml
 step "coverage, dashboards, documented metrics" \
   python3 scripts/check-monitoring.py "$tmp/dashboard-exprs.rules.yaml"
 if [ -s "$tmp/dashboard-exprs.rules.yaml" ]; then
   step "dashboard expressions parse" promtool check rules "$tmp/dashboard-exprs.rules.yaml"
 fi
+step "rules and dashboards against a real Prometheus scraping the documented expositions" \
+  python3 scripts/smoke-monitoring.py
 if [ ${#failed[@]} -ne 0 ]; then
   printf 'test-monitoring: FAILED: %s\n' "${failed[@]}" >&2
   exit 1
