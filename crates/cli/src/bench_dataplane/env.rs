@@ -6,23 +6,6 @@ use super::*;
 // ---------------------------------------------------------------------------------------------
 // Guards
 
-pub(super) fn sh(cmd: &str, args: &[&str]) -> Res<String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{cmd} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 pub(super) fn check_stop() -> Res<()> {
     if STOP.load(Ordering::SeqCst) {
         Err("interrupted".into())
@@ -31,60 +14,13 @@ pub(super) fn check_stop() -> Res<()> {
     }
 }
 
-/// A named network namespace, deleted on drop (with every link inside it).
-#[derive(Debug)]
-pub(super) struct Ns {
-    pub(super) name: String,
-}
+/// The lab's namespace handle (deleted on drop, with every link inside it).
+pub(super) use crate::lab::netns::Ns;
 
-impl Ns {
-    pub(super) fn new(name: String) -> Res<Ns> {
-        check_stop()?;
-        sh("ip", &["netns", "add", &name])?;
-        let ns = Ns { name };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    pub(super) fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
-    }
-
-    pub(super) fn ip(&self, args: &[&str]) -> Res<String> {
-        let mut full = vec!["-n", self.name.as_str()];
-        full.extend_from_slice(args);
-        sh("ip", &full)
-    }
-
-    pub(super) fn exec(&self, args: &[&str]) -> Res<String> {
-        let mut full = vec!["netns", "exec", self.name.as_str()];
-        full.extend_from_slice(args);
-        sh("ip", &full)
-    }
-
-    /// Runs `f` on a thread inside this namespace; sockets created there stay in it.
-    pub(super) fn enter<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Res<T> {
-        let file = File::open(self.path()).map_err(|e| format!("{}: {e}", self.name))?;
-        std::thread::spawn(move || {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("setns: {e}"))
-                .map(|()| f())
-        })
-        .join()
-        .map_err(|_| "namespace thread panicked".to_string())?
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
-    }
+/// A new namespace, unless the bench was interrupted.
+pub(super) fn new_ns(name: String) -> Res<Ns> {
+    check_stop()?;
+    Ns::new(name)
 }
 
 /// A temporary directory (the embedded datastore), removed on drop.
@@ -129,7 +65,7 @@ pub(super) fn stop_on_signals() -> Res<()> {
 /// A node namespace: forwarding on, and a default route (over a spare veth; no `dummy` module needed) so proxy ARP
 /// answers the pods' `169.254.1.1` next hop, as it does on a real node with a default route.
 pub(super) fn node_ns(name: String) -> Res<Ns> {
-    let ns = Ns::new(name)?;
+    let ns = new_ns(name)?;
     ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     ns.ip(&[
         "link", "add", "dflt0", "type", "veth", "peer", "name", "dflt1",

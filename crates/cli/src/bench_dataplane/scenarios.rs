@@ -102,8 +102,8 @@ pub(super) fn policy_scenario(args: &DataplaneBench, tag: &str, cni: &Path) -> R
     eprintln!("policy: one node, two pods wired by furynet-cni");
     let ds = TempDir::new(format!("{tag}-ds-policy"))?;
     let node = node_ns(format!("{tag}-n1"))?;
-    let client = Ns::new(format!("{tag}-p1"))?;
-    let server = Ns::new(format!("{tag}-p2"))?;
+    let client = new_ns(format!("{tag}-p1"))?;
+    let server = new_ns(format!("{tag}-p2"))?;
     let client_ip = cni_add(cni, &node, NODE, &ds.0, &client)?;
     let server_ip = cni_add(cni, &node, NODE, &ds.0, &server)?;
     let ifaces_of = |c: &Cluster| -> HashMap<String, String> {
@@ -311,8 +311,8 @@ pub(super) fn vxlan_scenario(args: &DataplaneBench, tag: &str, cni: &Path) -> Re
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "ul0"])?;
         ns.ip(&["link", "set", "ul0", "up"])?;
     }
-    let pa = Ns::new(format!("{tag}-pa"))?;
-    let pb = Ns::new(format!("{tag}-pb"))?;
+    let pa = new_ns(format!("{tag}-pa"))?;
+    let pb = new_ns(format!("{tag}-pb"))?;
     cni_add(cni, &a, "node-a", &ds.0, &pa)?;
     let ip_b = cni_add(cni, &b, "node-b", &ds.0, &pb)?;
 

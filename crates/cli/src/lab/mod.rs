@@ -12,7 +12,7 @@ mod bench;
 mod check;
 mod cluster;
 mod monitoring;
-mod netns;
+pub(crate) mod netns;
 mod probe;
 mod relay;
 mod sctp;

@@ -72,6 +72,13 @@ impl Ns {
         run("ip", &full)
     }
 
+    /// Runs a command inside this namespace (`ip netns exec`).
+    pub fn exec(&self, args: &[&str]) -> Res<String> {
+        let mut full = vec!["netns", "exec", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
     pub fn sysctl(&self, kv: &str) -> Res<String> {
         run("ip", &["netns", "exec", &self.name, "sysctl", "-qw", kv])
     }
