@@ -210,37 +210,12 @@ fn register(ds: &dyn Datastore, cfg: &Config) -> Result<(), AgentError> {
         underlay: cfg.node.underlay,
     };
     let value = serde_json::to_vec(&rec).unwrap_or_default();
-    put(ds, &node_key(&rec.name), &value, None).map_err(|source| AgentError::Register {
-        node: rec.name.clone(),
-        source,
-    })
-}
-
-/// Create or overwrite `key` (retrying compare-and-swap conflicts).
-fn put(ds: &dyn Datastore, key: &str, value: &[u8], lease: Option<i64>) -> Result<(), DsError> {
-    for _ in 0..10 {
-        let r = match ds.get(key)? {
-            Some(kv) if kv.value == value && kv.lease == lease => return Ok(()),
-            Some(kv) if kv.lease == lease => ds.update(key, value, kv.mod_revision),
-            // A different lease: recreate the key under ours.
-            Some(kv) => ds
-                .delete(key, Some(kv.mod_revision))
-                .and_then(|_| ds.create(key, value, lease)),
-            None => ds.create(key, value, lease),
-        };
-        match r {
-            Ok(_) => return Ok(()),
-            Err(
-                DsError::Conflict { .. } | DsError::AlreadyExists { .. } | DsError::NotFound { .. },
-            ) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(DsError::Unavailable {
-        backend: ds.backend(),
-        op: "put",
-        reason: format!("{key}: too many concurrent writers"),
-    })
+    furynet_datastore::put(ds, &node_key(&rec.name), &value, None)
+        .map(|_| ())
+        .map_err(|source| AgentError::Register {
+            node: rec.name.clone(),
+            source,
+        })
 }
 
 impl Loop<'_> {
@@ -353,7 +328,8 @@ impl Loop<'_> {
         } else {
             0
         };
-        let resync = render_resync(&want.nft);
+        // The whole-table script, rendered only when a rebuild is needed.
+        let resync = || render_resync(&want.nft);
         // A change is one delta transaction (atomic: it applies entirely or not at all); the
         // kernel is read back and compared on the first pass, after a failed delta, and on
         // every periodic pass, which is when drift is found and repaired. Reading a large
@@ -378,7 +354,7 @@ impl Loop<'_> {
                             tracing::warn!(error = %e, "delta failed; rebuilding our table");
                             m.resyncs.get_or_create(&Metrics::reason("drift")).inc();
                             m.applies.get_or_create(&nft_label).inc();
-                            self.dp.sync_nft(None, "", &resync, &want.view)
+                            self.dp.sync_nft(None, "", &resync(), &want.view)
                         }
                     }
                 }
@@ -388,7 +364,7 @@ impl Loop<'_> {
                 set_updates = sets_touched(&delta);
                 m.resyncs.get_or_create(&Metrics::reason("periodic")).inc();
                 m.applies.get_or_create(&nft_label).inc();
-                let r = self.dp.sync_nft(Some(view), &delta, &resync, &want.view);
+                let r = self.dp.sync_nft(Some(view), &delta, &resync(), &want.view);
                 if r == Ok(Applied::Resync) {
                     m.resyncs.get_or_create(&Metrics::reason("drift")).inc();
                 }
@@ -403,7 +379,7 @@ impl Loop<'_> {
                 };
                 m.resyncs.get_or_create(&Metrics::reason(reason)).inc();
                 m.applies.get_or_create(&nft_label).inc();
-                self.dp.sync_nft(None, "", &resync, &want.view)
+                self.dp.sync_nft(None, "", &resync(), &want.view)
             }
         };
         m.apply_duration
@@ -416,9 +392,6 @@ impl Loop<'_> {
         }
         match applied {
             Ok(a) => {
-                if a == Applied::Resync {
-                    self.health.count_resync();
-                }
                 tracing::info!(
                     revision = snap.revision,
                     nft = ?a,
@@ -544,7 +517,6 @@ impl Loop<'_> {
     fn fail(&mut self, revision: i64, why: String) -> Failed {
         self.metrics.in_sync.set(0);
         tracing::error!(error = %why, "programming failed; will retry");
-        self.health.count_failure();
         self.health.set_not_in_sync(why.clone());
         self.report(revision, false, Some(why));
         Failed
@@ -593,8 +565,8 @@ impl Loop<'_> {
         let unstamped = status.clone();
         status.updated_ms = now_ms();
         let value = serde_json::to_vec(&status).unwrap_or_default();
-        match put(self.ds, &agent_key(&status.node), &value, Some(lease)) {
-            Ok(()) => self.reported = Some(unstamped),
+        match furynet_datastore::put(self.ds, &agent_key(&status.node), &value, Some(lease)) {
+            Ok(_) => self.reported = Some(unstamped),
             Err(e) => tracing::warn!(error = %e, "cannot write the agent status"),
         }
     }

@@ -26,8 +26,6 @@ pub struct Health {
     last_tick_ms: AtomicU64,
     in_sync: AtomicBool,
     revision: AtomicI64,
-    resyncs: AtomicU64,
-    failures: AtomicU64,
     reason: Mutex<String>,
 }
 
@@ -61,28 +59,12 @@ impl Health {
         }
     }
 
-    pub fn count_resync(&self) {
-        self.resyncs.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn count_failure(&self) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-    }
-
     pub fn in_sync(&self) -> bool {
         self.in_sync.load(Ordering::Relaxed)
     }
 
     pub fn revision(&self) -> i64 {
         self.revision.load(Ordering::Relaxed)
-    }
-
-    pub fn resyncs(&self) -> u64 {
-        self.resyncs.load(Ordering::Relaxed)
-    }
-
-    pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
     }
 
     pub fn live(&self) -> bool {

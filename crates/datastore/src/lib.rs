@@ -17,6 +17,7 @@
 mod config;
 mod error;
 mod keys;
+mod put;
 mod types;
 mod watch;
 
@@ -34,6 +35,7 @@ use std::time::Duration;
 pub use config::DatastoreConfig;
 pub use error::{Error, Result};
 pub use keys::DEFAULT_ROOT;
+pub use put::put;
 pub use types::{Event, KeyValue};
 pub use watch::Watch;
 

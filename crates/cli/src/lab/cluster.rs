@@ -574,21 +574,7 @@ pub struct Changes {
 }
 
 fn write(ds: &dyn Datastore, key: &str, value: &[u8]) -> Res<Option<i64>> {
-    for _ in 0..10 {
-        let r = match ds.get(key).map_err(|e| e.to_string())? {
-            Some(kv) if kv.value == value => return Ok(None),
-            Some(kv) => ds.update(key, value, kv.mod_revision),
-            None => ds.create(key, value, None),
-        };
-        match r {
-            Ok(rev) => return Ok(Some(rev)),
-            Err(
-                DsError::Conflict { .. } | DsError::AlreadyExists { .. } | DsError::NotFound { .. },
-            ) => continue,
-            Err(e) => return Err(format!("writing {key}: {e}")),
-        }
-    }
-    Err(format!("writing {key}: too many concurrent writers"))
+    furynet_datastore::put(ds, key, value, None).map_err(|e| format!("writing {key}: {e}"))
 }
 
 /// `lab apply`: create or update every object of `cluster` (workloads already expanded).

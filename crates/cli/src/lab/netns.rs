@@ -133,7 +133,7 @@ fn lab_processes(namespaces: &[String]) -> Vec<i32> {
 
 /// Lab helper processes in the host namespace: `furynet lab relay --tag fnylab-…` and the
 /// lab's Prometheus.
-fn lab_relays() -> Vec<i32> {
+fn lab_host_processes() -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -168,15 +168,14 @@ pub fn down() -> Res<(usize, usize)> {
     use nix::unistd::Pid;
     let namespaces = lab_namespaces()?;
     let mut pids = lab_processes(&namespaces);
-    let relays = lab_relays();
-    pids.extend(&relays);
+    pids.extend(lab_host_processes());
     for &p in &pids {
         let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let alive = || {
         let mut left = lab_processes(&namespaces);
-        left.extend(lab_relays());
+        left.extend(lab_host_processes());
         left
     };
     while std::time::Instant::now() < deadline && !alive().is_empty() {

@@ -30,10 +30,8 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
-fn forward(client: TcpStream, to: &str) {
-    let Ok(upstream) = TcpStream::connect(to) else {
-        return;
-    };
+/// Copies both ways between two connected sockets, one thread per direction.
+fn splice(client: TcpStream, upstream: TcpStream) {
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
@@ -65,11 +63,7 @@ fn expose(netns: String, host_port: u16, target_port: u16) -> Res<()> {
             let ns = Ns::existing(&netns);
             let target = SocketAddr::from((Ipv4Addr::LOCALHOST, target_port));
             if let Ok(Ok(up)) = ns.enter(move || TcpStream::connect(target)) {
-                let (Ok(c2), Ok(u2)) = (c.try_clone(), up.try_clone()) else {
-                    continue;
-                };
-                std::thread::spawn(move || pipe(c, up));
-                std::thread::spawn(move || pipe(u2, c2));
+                splice(c, up);
             }
         }
     });
@@ -92,7 +86,9 @@ pub fn run(netns: &[String], routes: &[String], exposes: &[String]) -> Res<()> {
             // Spawned from the main thread: connections upstream leave from the host namespace.
             std::thread::spawn(move || {
                 for c in l.incoming().flatten() {
-                    forward(c, &to);
+                    if let Ok(up) = TcpStream::connect(&to) {
+                        splice(c, up);
+                    }
                 }
             });
         }
