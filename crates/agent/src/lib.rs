@@ -6,13 +6,15 @@
 //!
 //! Layout: [`keys`] (where cluster objects, node registrations and agent status live in the
 //! datastore), [`state`] (the pure snapshot the watch feeds and the desired state derived
-//! from it), [`agent`] (the loop and the kernel seam), [`health`] (`/healthz`, `/readyz`).
+//! from it), [`agent`] (the loop and the kernel seam), [`health`] (`/healthz`, `/readyz`),
+//! [`split`] (reads through a fan-out server, writes to the datastore).
 
 pub mod agent;
 pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod signals;
+pub mod split;
 pub mod state;
 
 pub use agent::{run, Config, Dataplane, LinuxDataplane};

@@ -278,17 +278,7 @@ impl Metrics {
             "Failed writes of our own log (Calico-compatible name)",
             m.felix_log_errors.clone(),
         );
-        let build: Family<VersionLabel, Gauge> = Family::default();
-        build
-            .get_or_create(&VersionLabel {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-            })
-            .set(1);
-        r.register(
-            "furynet_build_info",
-            "Always 1; the version label says which build",
-            build,
-        );
+        register_build_info(r);
         m
     }
 
@@ -312,6 +302,21 @@ pub fn encode(registry: &Registry) -> String {
         out.clear();
     }
     out
+}
+
+/// `furynet_build_info{version}` = 1, for every furynet process (agent, fan-out).
+pub fn register_build_info(r: &mut Registry) {
+    let build: Family<VersionLabel, Gauge> = Family::default();
+    build
+        .get_or_create(&VersionLabel {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+        .set(1);
+    r.register(
+        "furynet_build_info",
+        "Always 1; the version label says which build",
+        build,
+    );
 }
 
 #[cfg(test)]

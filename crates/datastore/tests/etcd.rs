@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use furynet_datastore::conformance::Fixture;
 use furynet_datastore::{open_with_root, DatastoreConfig};
-use support::{EtcdServer, ENDPOINTS_ENV};
+use support::ENDPOINTS_ENV;
 
 fn unique_root() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -35,7 +35,7 @@ fn fixture() -> Option<Fixture> {
             (list.split(',').map(|s| s.trim().to_owned()).collect(), None)
         }
         _ => {
-            let server = EtcdServer::start()?;
+            let server = support::start_etcd()?;
             (vec![server.endpoint.clone()], Some(server))
         }
     };

@@ -6,6 +6,7 @@
 //! drives the gRPC watch stream and feeds the blocking [`Watch`].
 
 mod convert;
+pub mod process;
 
 use std::future::Future;
 use std::sync::Arc;
