@@ -327,7 +327,7 @@ fn lab_on_etcd() {
     if !privileged() {
         return;
     }
-    let Some(etcd) = support::EtcdServer::start() else {
+    let Some(etcd) = support::start_etcd() else {
         return;
     };
     let _serial = serial();
