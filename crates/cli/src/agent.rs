@@ -58,20 +58,84 @@ pub struct AgentArgs {
     /// The CNI plugin's `metricsFile` (one line per call), folded into furynet_cni_* metrics.
     #[arg(long, env = "FURYNET_CNI_CALLS_FILE")]
     cni_calls_file: Option<std::path::PathBuf>,
+    /// Read the cluster through fan-out servers (HOST:PORT; repeat, or comma-separate, for
+    /// failover: tried in order) instead of watching the datastore directly. The node
+    /// registration and the agent's status are still written to --datastore.
+    #[arg(long, env = "FURYNET_FANOUT", value_delimiter = ',')]
+    fanout: Vec<String>,
+    /// CA (PEM) that signed the fan-out servers' certificates: enables TLS to them.
+    #[arg(long, requires = "fanout")]
+    fanout_ca: Option<std::path::PathBuf>,
+    /// This agent's client certificate (PEM), for fan-out servers that require one.
+    #[arg(long, requires = "fanout_ca", requires = "fanout_key")]
+    fanout_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "fanout_cert")]
+    fanout_key: Option<std::path::PathBuf>,
+    /// Name the fan-out servers' certificates must carry.
+    #[arg(long, default_value = "furynet-fanout")]
+    fanout_server_name: String,
 }
 
-/// Our log stream: stderr, with every failed write counted in `felix_log_errors`.
-#[derive(Debug, Clone)]
-struct CountingStderr(furynet_agent::metrics::CompatCounter);
+/// The agent's view of the cluster: the datastore, or fan-out servers in front of it (reads)
+/// with the datastore for the agent's own records (writes).
+fn cluster_store(
+    args: &AgentArgs,
+    ds: Arc<dyn furynet_datastore::Datastore>,
+) -> Result<Arc<dyn furynet_datastore::Datastore>, String> {
+    if args.fanout.is_empty() {
+        return Ok(ds);
+    }
+    let mut cfg = furynet_fanout::ClientConfig::new(args.fanout.clone(), args.node.clone());
+    if let Some(ca) = &args.fanout_ca {
+        cfg.tls = Some(furynet_fanout::ClientTls {
+            ca_pem: ca.clone(),
+            cert_pem: args.fanout_cert.clone(),
+            key_pem: args.fanout_key.clone(),
+            server_name: args.fanout_server_name.clone(),
+        });
+    }
+    let reads = furynet_fanout::FanoutStore::connect(cfg)
+        .map_err(|e| format!("fan-out {}: {e}", args.fanout.join(",")))?;
+    Ok(Arc::new(furynet_agent::split::SplitStore::new(reads, ds)))
+}
+
+/// Called for every failed log write (the agent counts them in `felix_log_errors`, the
+/// fan-out server in `typha_log_errors`).
+pub type OnLogError = Arc<dyn Fn() + Send + Sync>;
+
+/// Our log stream: stderr, with every failed write reported.
+#[derive(Clone)]
+struct CountingStderr(Option<OnLogError>);
+
+impl CountingStderr {
+    fn failed(&self) {
+        if let Some(f) = &self.0 {
+            f();
+        }
+    }
+}
 
 impl std::io::Write for CountingStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        std::io::stderr().write(buf).inspect_err(|_| self.0.inc())
+        std::io::stderr().write(buf).inspect_err(|_| self.failed())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush().inspect_err(|_| self.0.inc())
+        std::io::stderr().flush().inspect_err(|_| self.failed())
     }
+}
+
+/// Logs to stderr at `FURYNET_LOG` (default info), reporting failed writes.
+pub fn init_logging(on_error: Option<OnLogError>) {
+    let level = std::env::var("FURYNET_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_writer(move || CountingStderr(on_error.clone()))
+        .with_max_level(level)
+        .try_init();
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,17 +145,10 @@ pub enum Encap {
 }
 
 pub fn run(args: &AgentArgs) -> u8 {
-    let level = std::env::var("FURYNET_LOG")
-        .ok()
-        .and_then(|l| l.parse::<tracing::Level>().ok())
-        .unwrap_or(tracing::Level::INFO);
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = furynet_agent::metrics::Metrics::register(&mut registry);
     let log_errors = metrics.felix_log_errors.clone();
-    let _ = tracing_subscriber::fmt()
-        .with_writer(move || CountingStderr(log_errors.clone()))
-        .with_max_level(level)
-        .try_init();
+    init_logging(Some(Arc::new(move || log_errors.inc())));
     if !args
         .vxlan_device
         .starts_with(furynet_dataplane::HOST_IFACE_PREFIX)
@@ -128,6 +185,13 @@ pub fn run(args: &AgentArgs) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
+    let ds = match cluster_store(args, ds) {
+        Ok(ds) => ds,
+        Err(e) => {
+            eprintln!("furynet agent: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
     let health = Health::new();
     let registry = Arc::new(registry);
     match furynet_agent::health::serve(args.health_addr, health.clone(), registry) {
@@ -142,7 +206,7 @@ pub fn run(args: &AgentArgs) -> u8 {
         eprintln!("furynet agent: cannot install signal handlers: {e}");
         return exit::INVALID_INPUT;
     }
-    tracing::info!(node = %args.node, datastore = %args.datastore, "agent starting");
+    tracing::info!(node = %args.node, datastore = %args.datastore, fanout = %args.fanout.join(","), "agent starting");
     match furynet_agent::agent::run_linux(&cfg, ds, health, &metrics, stop) {
         Ok(()) => {
             tracing::info!("agent stopped");

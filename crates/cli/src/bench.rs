@@ -32,6 +32,9 @@ enum BenchCommand {
     /// Pod-to-pod throughput and latency with policy in force and over VXLAN, each against
     /// its baseline (`scripts/bench-dataplane.sh`; needs root).
     Dataplane(crate::bench_dataplane::DataplaneBench),
+    /// The fan-out server with many simulated agents against etcd watched directly
+    /// (starts its own etcd and fan-out server; see BENCHMARKS.md).
+    Fanout(crate::bench_fanout::FanoutBench),
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +228,7 @@ fn cni(b: &CniBench) -> Result<CniReport, String> {
 pub fn run(args: &BenchArgs) -> u8 {
     match &args.command {
         BenchCommand::Dataplane(b) => crate::bench_dataplane::run(b),
+        BenchCommand::Fanout(b) => crate::bench_fanout::run(b),
         BenchCommand::Cni(b) => match cni(b) {
             Ok(r) => {
                 let res = with_stdout(|w| {

@@ -4,6 +4,8 @@ mod agent;
 mod analyze;
 mod bench;
 mod bench_dataplane;
+mod bench_fanout;
+mod fanout;
 mod ipam;
 mod lab;
 mod out;
@@ -27,10 +29,10 @@ struct Cli {
 enum Command {
     Analyze(analyze::AnalyzeArgs),
     Agent(agent::AgentArgs),
+    Fanout(fanout::FanoutArgs),
     Ipam(ipam::IpamArgs),
     Lab(lab::LabArgs),
     /// Benchmarks that compare furynet with a baseline in the same run.
-    #[command(hide = true)]
     Bench(bench::BenchArgs),
 }
 
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
         Command::Agent(args) => agent::run(&args),
+        Command::Fanout(args) => fanout::run(&args),
         Command::Ipam(args) => ipam::run(&args),
         Command::Lab(args) => lab::run_cmd(&args),
         Command::Bench(args) => bench::run(&args),

@@ -63,6 +63,17 @@ impl Watch {
         }
     }
 
+    /// A watch fed by another crate's backend (e.g. the fan-out client): `rx` carries the
+    /// events in revision order, an `Err` ends the watch, and `stop` runs when the consumer
+    /// drops it. Backends in other crates keep the same semantics as the ones here.
+    pub fn from_channel(
+        backend: &'static str,
+        rx: Receiver<Result<Event>>,
+        stop: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        Self::new(backend, rx, stop)
+    }
+
     /// The next event, waiting at most `timeout`. `Ok(None)` means nothing happened in time.
     /// An `Err` ends the watch; later calls return [`Error::Unavailable`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Event>> {

@@ -71,6 +71,7 @@ pub fn run(pods: usize, policies: usize, nodes: u8, samples: usize) -> Res<Repor
         timeout: Duration::from_secs(600),
         resync_interval: 30,
         monitoring: None,
+        fanout: 0,
     };
     let mut state = lab::up(&opts).inspect_err(|_| {
         let _ = super::netns::down();

@@ -30,6 +30,8 @@ pub struct UpOptions {
     pub resync_interval: u64,
     /// Start a Prometheus on this loopback port scraping the agents (`--monitoring`).
     pub monitoring: Option<u16>,
+    /// Fan-out server replicas the agents read through (0: agents watch the datastore).
+    pub fanout: usize,
 }
 
 fn exe() -> Res<PathBuf> {
@@ -119,6 +121,7 @@ pub fn up(opts: &UpOptions) -> Res<LabState> {
         prometheus: None,
         prometheus_pid: 0,
         probe_cursor: 0,
+        fanout: Vec::new(),
     };
     state.save()?;
     let ds = open_datastore(&state)?;
@@ -175,13 +178,32 @@ pub fn up(opts: &UpOptions) -> Res<LabState> {
                 .push(format!("{}={}:9099", n.netns, METRICS_BASE_PORT + i as u16));
         }
     }
+    if opts.fanout > 0 && opts.monitoring.is_some() {
+        for k in 0..opts.fanout {
+            relay.exposes.push(format!(
+                "{}={}:{}",
+                underlay.name,
+                FANOUT_METRICS_BASE_PORT + k as u16,
+                FANOUT_HEALTH_BASE_PORT + k as u16
+            ));
+        }
+    }
     if !relay.routes.is_empty() || !relay.exposes.is_empty() {
         progress("starting the lab relay (etcd into the nodes, agents' metrics out)");
-        state.relay_pid = start_relay(&state, &relay)?;
+        // Fan-out servers run in the underlay namespace: they need the etcd relay too.
+        let extra = (opts.fanout > 0).then(|| underlay.name.clone());
+        state.relay_pid = start_relay(&state, &relay, extra.as_deref())?;
         if !relay.node_datastore.is_empty() {
             state.node_datastore = Some(relay.node_datastore.clone());
         }
         state.save()?;
+    }
+    if opts.fanout > 0 {
+        progress(&format!(
+            "starting {} fan-out server(s) on the underlay (agents read the cluster through them)",
+            opts.fanout
+        ));
+        start_fanout(&mut state, &underlay, opts.fanout)?;
     }
     for i in 0..state.nodes.len() {
         state.nodes[i].agent_pid = start_agent(&state, i)?;
@@ -240,11 +262,16 @@ pub fn relay_plan(datastore: &str) -> Res<Option<Relay>> {
     }))
 }
 
-fn start_relay(state: &LabState, relay: &Relay) -> Res<u32> {
+fn start_relay(state: &LabState, relay: &Relay, extra_netns: Option<&str>) -> Res<u32> {
     let mut cmd = Command::new(exe()?);
     cmd.args(["lab", "relay", "--tag", &state.tag]);
-    for n in &state.nodes {
-        cmd.args(["--netns", &n.netns]);
+    for n in state
+        .nodes
+        .iter()
+        .map(|n| n.netns.as_str())
+        .chain(extra_netns)
+    {
+        cmd.args(["--netns", n]);
     }
     for r in &relay.routes {
         cmd.args(["--route", r]);
@@ -282,6 +309,48 @@ fn wait_ready(mut child: std::process::Child, what: &str, log: &std::path::Path)
     Ok(child.id())
 }
 
+/// Fan-out replica `k`'s health and metrics port inside the underlay namespace.
+pub const FANOUT_HEALTH_BASE_PORT: u16 = 9098;
+/// ... exposed on the host at 127.0.0.1:(this + k) with `--monitoring`.
+pub const FANOUT_METRICS_BASE_PORT: u16 = 19090;
+/// The port agents reach the fan-out servers on (Typha's).
+pub const FANOUT_PORT: u16 = 5473;
+
+/// Fan-out replica `k` listens on 172.31.255.(253 - k): an address of the underlay bridge,
+/// so agents reach it over the node network, as they reach Typha in a cluster.
+fn fanout_ip(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(172, 31, 255, 253 - k as u8)
+}
+
+/// Starts `replicas` fan-out servers in the underlay namespace, each on its own address of
+/// the bridge, and waits until each is listening and in sync with the datastore.
+fn start_fanout(state: &mut LabState, underlay: &Ns, replicas: usize) -> Res<()> {
+    for k in 0..replicas {
+        let ip = fanout_ip(k);
+        underlay.ip(&["addr", "add", &format!("{ip}/16"), "dev", "br0"])?;
+        let listen = format!("{ip}:{FANOUT_PORT}");
+        let args: Vec<String> = [
+            "fanout",
+            "--datastore",
+            state.node_datastore(),
+            "--listen",
+            &listen,
+            "--health-addr",
+            &format!("127.0.0.1:{}", FANOUT_HEALTH_BASE_PORT + k as u16),
+            "--print-ready",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = state.log_file(&format!("fanout-{k}"));
+        let child = spawn_in(&underlay.name, &args, &log, Stdio::piped())?;
+        wait_ready(child, &format!("fan-out server {k}"), &log)?;
+        state.fanout.push(listen);
+        state.save()?;
+    }
+    Ok(())
+}
+
 /// Starts node `i`'s agent inside the node's namespace; returns its pid.
 fn start_agent(state: &LabState, i: usize) -> Res<u32> {
     let node = &state.nodes[i];
@@ -305,6 +374,10 @@ fn start_agent(state: &LabState, i: usize) -> Res<u32> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    let mut args = args;
+    if !state.fanout.is_empty() {
+        args.extend(["--fanout".to_string(), state.fanout.join(",")]);
+    }
     let log = state.log_file(&format!("agent-{}", node.name));
     Ok(spawn_in(&node.netns, &args, &log, Stdio::null())?.id())
 }

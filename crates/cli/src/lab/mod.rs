@@ -171,6 +171,13 @@ struct BuildArgs {
     /// Loopback port of that Prometheus.
     #[arg(long, default_value_t = 9090)]
     monitoring_port: u16,
+    /// Run fan-out servers (`furynet fanout`, Typha's job) on the underlay and have every
+    /// agent read the cluster through them instead of watching the datastore.
+    #[arg(long)]
+    fanout: bool,
+    /// How many fan-out servers (agents fail over between them).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
+    fanout_replicas: u8,
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +347,11 @@ fn up_opts(b: &BuildArgs) -> cluster::UpOptions {
         timeout: Duration::from_secs(b.timeout),
         resync_interval: b.resync_interval.max(1),
         monitoring: b.monitoring.then_some(b.monitoring_port),
+        fanout: if b.fanout {
+            usize::from(b.fanout_replicas)
+        } else {
+            0
+        },
     }
 }
 
@@ -455,6 +467,9 @@ struct StatusPod {
 struct StatusOut {
     nodes: Vec<StatusNode>,
     pods: Vec<StatusPod>,
+    /// The fan-out servers (`lab up --fanout`), absent without them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    fanout: Vec<monitoring::FanoutStatus>,
 }
 
 fn status(output: Format) -> Res<u8> {
@@ -493,6 +508,7 @@ fn status(output: Format) -> Res<u8> {
                 ips: p.ips.clone(),
             })
             .collect(),
+        fanout: monitoring::fanout_statuses(&state),
     };
     with_stdout(|w| match output {
         Format::Json => {
@@ -558,6 +574,21 @@ fn status(output: Format) -> Res<u8> {
                     p.node,
                     ips.join(",")
                 )?;
+            }
+            if !out.fanout.is_empty() {
+                writeln!(w)?;
+                writeln!(w, "FANOUT\tREADY\tCONNECTIONS\tREVISION")?;
+                for f in &out.fanout {
+                    let opt = |v: Option<f64>| v.map_or("-".into(), |v| v.to_string());
+                    writeln!(
+                        w,
+                        "{}\t{}\t{}\t{}",
+                        f.address,
+                        if f.ready { "yes" } else { "no" },
+                        opt(f.connections),
+                        opt(f.revision)
+                    )?;
+                }
             }
             Ok(())
         }

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 use super::cluster::METRICS_BASE_PORT;
 use super::netns::Res;
 use super::state::{dir, LabState};
@@ -59,6 +61,15 @@ pub fn config(state: &LabState, rules_dir: &std::path::Path) -> String {
             n.name,
             n.name
         ));
+    }
+    if !state.fanout.is_empty() {
+        s.push_str("  - job_name: furynet-fanout\n    static_configs:\n");
+        for k in 0..state.fanout.len() {
+            s.push_str(&format!(
+                "      - targets: ['127.0.0.1:{}']\n        labels: {{pod: furynet-fanout-{k}, namespace: kube-system}}\n",
+                super::cluster::FANOUT_METRICS_BASE_PORT + k as u16,
+            ));
+        }
     }
     s
 }
@@ -175,6 +186,42 @@ pub fn key_metrics(netns: &str) -> Option<KeyMetrics> {
     (body.0 == 200).then(|| parse_key_metrics(&body.1))
 }
 
+/// A fan-out server of the lab, as `lab status` shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FanoutStatus {
+    pub address: String,
+    /// `/readyz` answered 200 (listening and in sync with the datastore).
+    pub ready: bool,
+    /// `furynet_fanout_connections`: agents streaming from it.
+    pub connections: Option<f64>,
+    /// `furynet_fanout_revision`: the datastore revision its state is at.
+    pub revision: Option<f64>,
+}
+
+/// Asks each fan-out server (in the underlay namespace) for readiness and key figures.
+pub fn fanout_statuses(state: &LabState) -> Vec<FanoutStatus> {
+    let ns = super::netns::Ns::existing(&format!("{}-underlay", state.tag));
+    state
+        .fanout
+        .iter()
+        .enumerate()
+        .map(|(k, address)| {
+            let port = super::cluster::FANOUT_HEALTH_BASE_PORT + k as u16;
+            let get = |path: &'static str| ns.enter(move || http_get(port, path)).ok()?.ok();
+            let ready = get("/readyz").is_some_and(|(code, _)| code == 200);
+            let metrics = get("/metrics").filter(|(code, _)| *code == 200);
+            let sample = |name: &str| metrics.as_ref().map(|(_, m)| sum(m, name));
+            FanoutStatus {
+                address: address.clone(),
+                ready,
+                connections: sample("furynet_fanout_connections"),
+                revision: sample("furynet_fanout_revision"),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -224,9 +271,12 @@ mod tests {
             prometheus: None,
             prometheus_pid: 0,
             probe_cursor: 0,
+            fanout: vec!["172.31.255.253:5473".into()],
         };
         let c = config(&state, std::path::Path::new("/r"));
         assert!(c.contains("- /r/*.yaml"), "{c}");
+        assert!(c.contains("job_name: furynet-fanout"), "{c}");
+        assert!(c.contains("127.0.0.1:19090"), "{c}");
         assert!(c.contains("targets: ['127.0.0.1:19101']\n        labels: {node: node-1, pod: furynet-agent-node-1, namespace: kube-system}"), "{c}");
     }
 }

@@ -76,6 +76,10 @@ pub struct LabState {
     /// Where the next probe run's UDP/SCTP source ports start (see `check::measure`).
     #[serde(default)]
     pub probe_cursor: u32,
+    /// Addresses of the fan-out servers the agents read through (`lab up --fanout`); they
+    /// run in the underlay namespace.
+    #[serde(default)]
+    pub fanout: Vec<String>,
 }
 
 impl LabState {

@@ -72,7 +72,10 @@ impl EtcdProcess {
                 Err(e) => last_error = e,
             }
         }
-        Err(format!("could not start etcd ({}): {last_error}", bin.display()))
+        Err(format!(
+            "could not start etcd ({}): {last_error}",
+            bin.display()
+        ))
     }
 
     fn try_start(bin: &Path) -> Result<EtcdProcess, String> {

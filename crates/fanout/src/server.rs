@@ -1,0 +1,593 @@
+//! The fan-out server: one reader following the datastore into the [`Hub`], one task per
+//! agent writing the hub's shared frames from that agent's cursor.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use furynet_datastore::{Datastore, Error as DsError, Event};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::hub::{FellBehind, Hub, Limits, Plan};
+use crate::metrics::{syncer, Cutoff, FanoutMetrics};
+use crate::proto::{self, Msg, Start, CAPABILITIES, PROTOCOL};
+use crate::tls::{self, ServerTls};
+use crate::Error;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<ServerTls>,
+    /// How often each agent is pinged (round trip in `typha_ping_latency`).
+    pub ping_interval: Duration,
+    /// An agent that has not answered a ping for this long is disconnected.
+    pub ping_timeout: Duration,
+    /// A write to one agent that blocks this long disconnects that agent.
+    pub write_timeout: Duration,
+    /// Delta frames kept for agents to catch up or resume from.
+    pub history_max_entries: usize,
+    /// Bytes the delta history may hold.
+    pub history_max_bytes: usize,
+    /// Agents served at once; more are refused (they try another replica).
+    pub max_clients: usize,
+    /// How long a new connection may take to say hello (and finish TLS).
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5473)),
+            tls: None,
+            ping_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+            history_max_entries: 100_000,
+            history_max_bytes: 64 << 20,
+            max_clients: 20_000,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A point-in-time view of the server, for tests and the command's logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    pub connections: usize,
+    pub history_entries: usize,
+    pub history_bytes: usize,
+    pub snapshot_bytes: usize,
+    pub revision: i64,
+    pub objects: usize,
+    pub snapshots_sent: u64,
+    pub resumes: u64,
+    pub cutoffs: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    hub: RwLock<Hub>,
+    /// The hub's next sequence number, published after every change.
+    notify: watch::Sender<u64>,
+    stop: watch::Sender<bool>,
+    cfg: ServerConfig,
+    metrics: FanoutMetrics,
+    server_id: String,
+    backend: String,
+    watching: AtomicBool,
+    connections: AtomicUsize,
+    snapshots_sent: AtomicU64,
+    resumes: AtomicU64,
+    cutoffs: AtomicU64,
+}
+
+impl Shared {
+    fn hub(&self) -> RwLockReadGuard<'_, Hub> {
+        self.hub.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hub_mut(&self) -> RwLockWriteGuard<'_, Hub> {
+        self.hub.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes the hub's new state to the gauges and wakes every client.
+    fn published(&self, hub: &Hub) {
+        let (entries, bytes) = hub.ring_usage();
+        self.metrics.history_entries.set(entries as i64);
+        self.metrics.history_bytes.set(bytes as i64);
+        self.metrics.revision.set(hub.revision());
+        self.metrics.objects.set(hub.len() as i64);
+        self.notify.send_replace(hub.next_seq());
+    }
+
+    fn cutoff(&self, why: Cutoff) {
+        self.metrics.cutoff(why);
+        self.cutoffs.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A running fan-out server.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    acceptor: tokio::task::JoinHandle<()>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Largest delta batch (whole revisions are never split).
+const MAX_BATCH: usize = 5000;
+
+impl Server {
+    /// Binds, starts the datastore reader and the acceptor on the current tokio runtime;
+    /// returns once listening (the first list may still be running: see [`Server::in_sync`]).
+    pub async fn start(
+        cfg: ServerConfig,
+        ds: Arc<dyn Datastore>,
+        metrics: FanoutMetrics,
+    ) -> Result<Server, Error> {
+        let tls = cfg.tls.as_ref().map(tls::acceptor).transpose()?;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| Error::Listen(cfg.listen, e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Listen(cfg.listen, e))?;
+        let shared = Arc::new(Shared {
+            hub: RwLock::new(Hub::new(Limits {
+                max_entries: cfg.history_max_entries,
+                max_bytes: cfg.history_max_bytes,
+            })),
+            notify: watch::channel(0).0,
+            stop: watch::channel(false).0,
+            server_id: format!("{}-{}", addr, std::process::id()),
+            backend: ds.backend().to_string(),
+            cfg,
+            metrics,
+            watching: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            snapshots_sent: AtomicU64::new(0),
+            resumes: AtomicU64::new(0),
+            cutoffs: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        let reader = std::thread::Builder::new()
+            .name("fanout-reader".into())
+            .spawn(move || read_loop(&s, ds.as_ref()))
+            .map_err(|e| Error::Listen(addr, e))?;
+        let s = shared.clone();
+        let acceptor = tokio::spawn(accept_loop(s, listener, tls));
+        tracing::info!(%addr, "fan-out server listening");
+        Ok(Server {
+            shared,
+            addr,
+            acceptor,
+            reader: Some(reader),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Revision of the in-memory state.
+    pub fn revision(&self) -> i64 {
+        self.shared.hub().revision()
+    }
+
+    /// The first list is done and the watch is running.
+    pub fn in_sync(&self) -> bool {
+        self.shared.hub().synced() && self.shared.watching.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> ServerStats {
+        let hub = self.shared.hub();
+        let (history_entries, history_bytes) = hub.ring_usage();
+        ServerStats {
+            connections: self.shared.connections.load(Ordering::Relaxed),
+            history_entries,
+            history_bytes,
+            snapshot_bytes: hub.snapshot_bytes(),
+            revision: hub.revision(),
+            objects: hub.len(),
+            snapshots_sent: self.shared.snapshots_sent.load(Ordering::Relaxed),
+            resumes: self.shared.resumes.load(Ordering::Relaxed),
+            cutoffs: self.shared.cutoffs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting, tells every agent (Cutoff) and stops the reader.
+    pub async fn shutdown(mut self) {
+        self.shared.stop.send_replace(true);
+        self.acceptor.abort();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.shared.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = tokio::task::spawn_blocking(move || r.join()).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.stop.send_replace(true);
+        self.acceptor.abort();
+    }
+}
+
+fn stopped(shared: &Shared) -> bool {
+    *shared.stop.borrow()
+}
+
+/// Follows the datastore until the server stops, re-listing after any error.
+fn read_loop(shared: &Shared, ds: &dyn Datastore) {
+    let mut backoff = Duration::from_millis(100);
+    while !stopped(shared) {
+        match follow(shared, ds) {
+            Ok(()) => return,
+            Err(e) => {
+                shared.watching.store(false, Ordering::Relaxed);
+                shared.metrics.datastore_errors.inc();
+                tracing::warn!(error = %e, "datastore; re-listing");
+                let end = Instant::now() + backoff;
+                while !stopped(shared) && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// One list + watch session: `Ok` when the server stops, `Err` to re-list.
+fn follow(shared: &Shared, ds: &dyn Datastore) -> Result<(), DsError> {
+    let (kvs, rev) = ds.list("")?;
+    let mut watch = ds.watch("", rev + 1)?;
+    {
+        let mut hub = shared.hub_mut();
+        if hub.reset(kvs, rev, unix_nanos()).is_some() {
+            shared.metrics.deltas.inc();
+        }
+        shared.published(&hub);
+    }
+    shared.watching.store(true, Ordering::Relaxed);
+    tracing::info!(revision = rev, "listed the datastore; watching");
+    let mut pending: Option<Event> = None;
+    while !stopped(shared) {
+        let first = match pending.take() {
+            Some(e) => e,
+            None => match watch.recv_timeout(Duration::from_millis(200))? {
+                Some(e) => e,
+                None => continue,
+            },
+        };
+        let mut batch = vec![first];
+        // Take what is ready, keeping every revision whole: a revision's events may trail
+        // by a moment, so wait a millisecond for more of the last revision.
+        loop {
+            let next = match watch.recv_timeout(Duration::ZERO)? {
+                Some(e) => Some(e),
+                None => watch.recv_timeout(Duration::from_millis(1))?,
+            };
+            let Some(e) = next else { break };
+            let last = batch.last().map_or(0, Event::revision);
+            if batch.len() >= MAX_BATCH && e.revision() != last {
+                pending = Some(e);
+                break;
+            }
+            batch.push(e);
+        }
+        let mut hub = shared.hub_mut();
+        if hub.apply(&batch, unix_nanos()).is_some() {
+            shared.metrics.deltas.inc();
+        }
+        shared.published(&hub);
+    }
+    Ok(())
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let s = shared.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection(&s, tcp, tls).await {
+                        tracing::debug!(%peer, error = %e, "agent connection ended");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// TLS (when configured), checking the client certificate's names.
+async fn secure(
+    shared: &Shared,
+    tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+) -> Result<Box<dyn Stream>, String> {
+    let Some(acceptor) = tls else {
+        return Ok(Box::new(tcp));
+    };
+    let s = tokio::time::timeout(shared.cfg.handshake_timeout, acceptor.accept(tcp))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let allowed = shared
+        .cfg
+        .tls
+        .as_ref()
+        .map_or(&[][..], |t| &t.allowed_client_cns[..]);
+    let cert = s.get_ref().1.peer_certificates().and_then(|c| c.first());
+    if !tls::client_name_allowed(cert, allowed) {
+        return Err("client certificate not valid for any allowed name".into());
+    }
+    Ok(Box::new(s))
+}
+
+/// Counts a connection while it streams.
+struct Streaming<'a>(&'a Shared);
+
+impl<'a> Streaming<'a> {
+    fn new(s: &'a Shared) -> Self {
+        let n = s.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        s.metrics.connections.set(n as i64);
+        Streaming(s)
+    }
+}
+
+impl Drop for Streaming<'_> {
+    fn drop(&mut self) {
+        let n = self.0.connections.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.0.metrics.connections.set(n as i64);
+    }
+}
+
+/// Why a write to an agent failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteFail {
+    /// The connection is gone (the agent closed it or it broke).
+    Gone,
+    /// The write blocked longer than the write timeout: a slow agent.
+    Timeout,
+}
+
+/// Writes frames as one buffer, within the write timeout; records the write latency.
+async fn write_frames<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    w: &mut W,
+    frames: &[Arc<[u8]>],
+) -> Result<(), WriteFail> {
+    let start = Instant::now();
+    let res = tokio::time::timeout(shared.cfg.write_timeout, async {
+        if let [one] = frames {
+            w.write_all(one).await?;
+        } else {
+            let mut buf = Vec::with_capacity(frames.iter().map(|f| f.len()).sum());
+            for f in frames {
+                buf.extend_from_slice(f);
+            }
+            w.write_all(&buf).await?;
+        }
+        w.flush().await
+    })
+    .await;
+    shared
+        .metrics
+        .client_write_latency
+        .get_or_create(&syncer())
+        .observe(start.elapsed().as_secs_f64());
+    match res {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteFail::Gone),
+        Err(_) => Err(WriteFail::Timeout),
+    }
+}
+
+async fn send(w: &mut (impl AsyncWrite + Unpin), msg: &Msg) -> std::io::Result<()> {
+    w.write_all(&proto::encode(msg)).await?;
+    w.flush().await
+}
+
+async fn connection(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+) -> Result<(), String> {
+    let _ = tcp.set_nodelay(true);
+    let stream = match secure(shared, tcp, tls).await {
+        Ok(s) => s,
+        Err(e) => {
+            shared.metrics.refuse("tls");
+            return Err(e);
+        }
+    };
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let hello = tokio::time::timeout(shared.cfg.handshake_timeout, proto::read_msg(&mut rd))
+        .await
+        .map_err(|_| "no hello in time".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (name, resume_from) = match hello {
+        Some(Msg::Hello {
+            protocol: PROTOCOL,
+            name,
+            resume_from,
+            ..
+        }) => (name, resume_from),
+        Some(Msg::Hello { protocol, .. }) => {
+            shared.metrics.refuse("protocol");
+            let message = format!(
+                "protocol version {protocol} is not supported: this server speaks {PROTOCOL}; upgrade the agent or the fan-out server"
+            );
+            let _ = send(
+                &mut wr,
+                &Msg::Error {
+                    message: message.clone(),
+                },
+            )
+            .await;
+            return Err(message);
+        }
+        other => {
+            shared.metrics.refuse("protocol");
+            return Err(format!("expected a hello, got {other:?}"));
+        }
+    };
+    if shared.connections.load(Ordering::Relaxed) >= shared.cfg.max_clients {
+        shared.metrics.refuse("capacity");
+        let message = format!(
+            "server full ({} agents): try another fan-out server",
+            shared.cfg.max_clients
+        );
+        let _ = send(
+            &mut wr,
+            &Msg::Error {
+                message: message.clone(),
+            },
+        )
+        .await;
+        return Err(message);
+    }
+    let _streaming = Streaming::new(shared);
+    let plan = shared.hub_mut().plan(resume_from);
+    let (start, revision, mut cursor, snapshot) = match plan {
+        Plan::Resume { seq, revision } => (Start::Resume, revision, seq, None),
+        Plan::Snapshot(s) => (Start::Snapshot, s.revision, s.seq, Some(s)),
+    };
+    let welcome = Msg::Welcome {
+        protocol: PROTOCOL,
+        server_id: shared.server_id.clone(),
+        capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+        backend: shared.backend.clone(),
+        start,
+        revision,
+    };
+    send(&mut wr, &welcome).await.map_err(|e| e.to_string())?;
+    if let Some(s) = snapshot {
+        shared.metrics.snapshot_bytes.set(s.bytes as i64);
+        for f in &s.frames {
+            if let Err(why) = write_frames(shared, &mut wr, std::slice::from_ref(f)).await {
+                if why == WriteFail::Timeout {
+                    shared.cutoff(Cutoff::WriteTimeout);
+                }
+                return Err(format!("{name}: snapshot write: {why:?}"));
+            }
+        }
+        shared.metrics.snapshots_sent.inc();
+        shared.snapshots_sent.fetch_add(1, Ordering::Relaxed);
+    } else {
+        shared.metrics.resumes.inc();
+        shared.resumes.fetch_add(1, Ordering::Relaxed);
+    }
+    tracing::debug!(agent = %name, ?start, revision, "agent streaming");
+    // Pongs come back on the read half.
+    let (pong_tx, mut pong_rx) = mpsc::channel::<u64>(16);
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(Msg::Pong { id })) = proto::read_msg(&mut rd).await {
+            if pong_tx.send(id).await.is_err() {
+                break;
+            }
+        }
+    });
+    let res = stream_deltas(shared, &mut wr, &mut cursor, &mut pong_rx, &name).await;
+    reader.abort();
+    res
+}
+
+async fn stream_deltas<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    wr: &mut W,
+    cursor: &mut u64,
+    pong_rx: &mut mpsc::Receiver<u64>,
+    name: &str,
+) -> Result<(), String> {
+    let mut changed = shared.notify.subscribe();
+    let mut stop = shared.stop.subscribe();
+    let mut ping = tokio::time::interval(shared.cfg.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut next_id = 0u64;
+    let mut outstanding: Option<(u64, Instant)> = None;
+    loop {
+        changed.borrow_and_update();
+        let frames = shared.hub().frames_from(*cursor, 1024);
+        match frames {
+            Err(FellBehind) => {
+                shared.cutoff(Cutoff::Behind);
+                let _ = send(
+                    wr,
+                    &Msg::Cutoff {
+                        reason: "fell behind the server's history; reconnect".into(),
+                    },
+                )
+                .await;
+                return Err(format!("{name}: cut off (behind)"));
+            }
+            Ok(f) if !f.is_empty() => {
+                if let Err(why) = write_frames(shared, wr, &f).await {
+                    if why == WriteFail::Timeout {
+                        shared.cutoff(Cutoff::WriteTimeout);
+                    }
+                    return Err(format!("{name}: write: {why:?}"));
+                }
+                *cursor += f.len() as u64;
+                continue;
+            }
+            Ok(_) => {}
+        }
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return Ok(()) },
+            _ = stop.changed() => {
+                let _ = send(wr, &Msg::Cutoff { reason: "server stopping".into() }).await;
+                return Ok(());
+            }
+            _ = ping.tick() => {
+                match outstanding {
+                    Some((_, sent)) if sent.elapsed() > shared.cfg.ping_timeout => {
+                        shared.cutoff(Cutoff::PingTimeout);
+                        return Err(format!("{name}: no pong in {:?}", shared.cfg.ping_timeout));
+                    }
+                    Some(_) => {}
+                    None => {
+                        next_id += 1;
+                        send(wr, &Msg::Ping { id: next_id }).await.map_err(|e| e.to_string())?;
+                        outstanding = Some((next_id, Instant::now()));
+                    }
+                }
+            }
+            p = pong_rx.recv() => match p {
+                Some(id) => {
+                    if let Some((want, sent)) = outstanding {
+                        if id == want {
+                            shared.metrics.ping_latency.get_or_create(&syncer()).observe(sent.elapsed().as_secs_f64());
+                            outstanding = None;
+                        }
+                    }
+                }
+                None => return Err(format!("{name}: closed the connection")),
+            },
+        }
+    }
+}
