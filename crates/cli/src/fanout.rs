@@ -143,7 +143,7 @@ pub fn run(args: &FanoutArgs) -> u8 {
                 health.set_in_sync(server.revision());
                 if !announced && args.print_ready {
                     announced = true;
-                    println!("ready");
+                    let _ = crate::out::with_stdout(|w| writeln!(w, "ready"));
                 }
             } else {
                 health.set_not_in_sync("not in sync with the datastore (listing or re-listing)");

@@ -178,11 +178,11 @@ pub fn decode(payload: &[u8]) -> Result<Msg, ProtoError> {
 /// Reads one frame. `Ok(None)` on a clean end of stream before a frame starts.
 pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Msg>, ProtoError> {
     let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    // End of stream before a frame is a clean end; inside one it is an error.
+    if r.read(&mut len[..1]).await? == 0 {
+        return Ok(None);
     }
+    r.read_exact(&mut len[1..]).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
         return Err(ProtoError::TooLarge(len));

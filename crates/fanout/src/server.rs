@@ -126,8 +126,17 @@ fn unix_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Largest delta batch (whole revisions are never split).
+/// Largest delta batch, in events and in value bytes (whole revisions are never split, so
+/// frames stay far below `proto::MAX_FRAME`).
 const MAX_BATCH: usize = 5000;
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+fn event_bytes(e: &Event) -> usize {
+    match e {
+        Event::Put(kv) => kv.key.len() + kv.value.len(),
+        Event::Delete { key, .. } => key.len(),
+    }
+}
 
 impl Server {
     /// Binds, starts the datastore reader and the acceptor on the current tokio runtime;
@@ -274,6 +283,7 @@ fn follow(shared: &Shared, ds: &dyn Datastore) -> Result<(), DsError> {
                 None => continue,
             },
         };
+        let mut bytes = event_bytes(&first);
         let mut batch = vec![first];
         // Take what is ready, keeping every revision whole: a revision's events may trail
         // by a moment, so wait a millisecond for more of the last revision.
@@ -284,10 +294,11 @@ fn follow(shared: &Shared, ds: &dyn Datastore) -> Result<(), DsError> {
             };
             let Some(e) = next else { break };
             let last = batch.last().map_or(0, Event::revision);
-            if batch.len() >= MAX_BATCH && e.revision() != last {
+            if (batch.len() >= MAX_BATCH || bytes >= MAX_BATCH_BYTES) && e.revision() != last {
                 pending = Some(e);
                 break;
             }
+            bytes += event_bytes(&e);
             batch.push(e);
         }
         let mut hub = shared.hub_mut();

@@ -52,7 +52,7 @@ pub async fn fill(endpoint: &str, objects: usize, bytes: usize) -> Result<(), St
                 c.put(key(i), value(i, 0, bytes), None)
                     .await
                     .map_err(|e| format!("put {}: {e}", key(i)))?;
-                if i > 0 && i % 10_000 == 0 {
+                if i > 0 && i.is_multiple_of(10_000) {
                     eprintln!("  {i}/{objects} objects written");
                 }
             }
