@@ -1,7 +1,5 @@
 //! Connecting to a fan-out server, and a lightweight client for benchmarks.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
@@ -93,7 +91,8 @@ pub enum RawEvent {
     /// A delta frame arrived.
     Deltas {
         revision: i64,
-        changes: usize,
+        /// The revision of each change in the frame (a frame can carry several).
+        changes: Vec<i64>,
         read_at_unix_nanos: u64,
     },
 }
@@ -104,23 +103,19 @@ pub enum RawEvent {
 pub struct RawClient;
 
 impl RawClient {
-    /// Streams from `addr` until `stop` is set (Ok) or the stream ends or fails (Err).
+    /// Streams from `addr` until `stop` turns true (Ok) or the stream ends or fails (Err).
     /// With `decode_snapshot` false, snapshot parts are received but not decompressed.
     pub async fn run(
         addr: &str,
         name: &str,
         decode_snapshot: bool,
-        stop: Arc<AtomicBool>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
         mut on_event: impl FnMut(RawEvent),
     ) -> Result<(), Error> {
         let (mut rd, mut wr, _, _) = open(addr, None, Duration::from_secs(30), name, None).await?;
         let mut asm = SnapshotAssembler::default();
         let mut snapshot_bytes = 0usize;
-        let stopped = async {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
+        let stopped = stop.wait_for(|s| *s);
         tokio::pin!(stopped);
         loop {
             let msg = tokio::select! {
@@ -161,7 +156,13 @@ impl RawClient {
                     ..
                 }) => on_event(RawEvent::Deltas {
                     revision,
-                    changes: changes.len(),
+                    changes: changes
+                        .iter()
+                        .map(|c| match c {
+                            proto::Change::Put(kv) => kv.mod_revision,
+                            proto::Change::Delete { mod_revision, .. } => *mod_revision,
+                        })
+                        .collect(),
                     read_at_unix_nanos,
                 }),
                 Some(Msg::Ping { id }) => {

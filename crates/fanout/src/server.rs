@@ -37,6 +37,13 @@ pub struct ServerConfig {
     pub max_clients: usize,
     /// How long a new connection may take to say hello (and finish TLS).
     pub handshake_timeout: Duration,
+    /// After a write, an agent's next write waits at least this long, so changes arriving
+    /// meanwhile go out in one write: with thousands of agents this turns a syscall and a
+    /// wake-up per change per agent into one per interval (0: write each change at once).
+    pub write_coalesce: Duration,
+    /// Snapshots streamed at once; agents beyond wait their turn (pinged meanwhile), so a
+    /// thousand agents starting together do not each get a thousandth of the machine.
+    pub max_concurrent_snapshots: usize,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +58,8 @@ impl Default for ServerConfig {
             history_max_bytes: 64 << 20,
             max_clients: 20_000,
             handshake_timeout: Duration::from_secs(10),
+            max_concurrent_snapshots: 64,
+            write_coalesce: Duration::from_millis(10),
         }
     }
 }
@@ -80,6 +89,7 @@ struct Shared {
     server_id: String,
     backend: String,
     watching: AtomicBool,
+    snapshot_slots: tokio::sync::Semaphore,
     connections: AtomicUsize,
     snapshots_sent: AtomicU64,
     resumes: AtomicU64,
@@ -130,6 +140,8 @@ fn unix_nanos() -> u64 {
 /// frames stay far below `proto::MAX_FRAME`).
 const MAX_BATCH: usize = 5000;
 const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Snapshot parts may take this many write timeouts each.
+const SNAPSHOT_TIMEOUT_FACTOR: u32 = 6;
 
 fn event_bytes(e: &Event) -> usize {
     match e {
@@ -162,6 +174,7 @@ impl Server {
             stop: watch::channel(false).0,
             server_id: format!("{}-{}", addr, std::process::id()),
             backend: ds.backend().to_string(),
+            snapshot_slots: tokio::sync::Semaphore::new(cfg.max_concurrent_snapshots.max(1)),
             cfg,
             metrics,
             watching: AtomicBool::new(false),
@@ -385,14 +398,15 @@ enum WriteFail {
     Timeout,
 }
 
-/// Writes frames as one buffer, within the write timeout; records the write latency.
+/// Writes frames as one buffer, within `timeout`; records the write latency.
 async fn write_frames<W: AsyncWrite + Unpin>(
     shared: &Shared,
     w: &mut W,
     frames: &[Arc<[u8]>],
+    timeout: Duration,
 ) -> Result<(), WriteFail> {
     let start = Instant::now();
-    let res = tokio::time::timeout(shared.cfg.write_timeout, async {
+    let res = tokio::time::timeout(timeout, async {
         if let [one] = frames {
             w.write_all(one).await?;
         } else {
@@ -497,9 +511,14 @@ async fn connection(
     };
     send(&mut wr, &welcome).await.map_err(|e| e.to_string())?;
     if let Some(s) = snapshot {
+        let _slot = snapshot_slot(shared, &mut wr).await?;
         shared.metrics.snapshot_bytes.set(s.bytes as i64);
+        // A snapshot is shared, so a slow reader of it costs no memory: it gets more time per
+        // part than a delta write (thousands of agents starting at once share the machine).
+        let timeout = shared.cfg.write_timeout * SNAPSHOT_TIMEOUT_FACTOR;
         for f in &s.frames {
-            if let Err(why) = write_frames(shared, &mut wr, std::slice::from_ref(f)).await {
+            if let Err(why) = write_frames(shared, &mut wr, std::slice::from_ref(f), timeout).await
+            {
                 if why == WriteFail::Timeout {
                     shared.cutoff(Cutoff::WriteTimeout);
                 }
@@ -527,6 +546,27 @@ async fn connection(
     res
 }
 
+/// Waits for a snapshot slot, pinging the agent meanwhile so it knows the server is alive.
+async fn snapshot_slot<'a, W: AsyncWrite + Unpin>(
+    shared: &'a Shared,
+    wr: &mut W,
+) -> Result<tokio::sync::SemaphorePermit<'a>, String> {
+    let acquire = shared.snapshot_slots.acquire();
+    tokio::pin!(acquire);
+    let mut ping = tokio::time::interval(shared.cfg.ping_interval);
+    ping.tick().await;
+    let mut id = u64::MAX / 2;
+    loop {
+        tokio::select! {
+            p = &mut acquire => return p.map_err(|e| e.to_string()),
+            _ = ping.tick() => {
+                id += 1;
+                send(wr, &Msg::Ping { id }).await.map_err(|e| e.to_string())?;
+            }
+        }
+    }
+}
+
 async fn stream_deltas<W: AsyncWrite + Unpin>(
     shared: &Shared,
     wr: &mut W,
@@ -541,7 +581,14 @@ async fn stream_deltas<W: AsyncWrite + Unpin>(
     ping.tick().await;
     let mut next_id = 0u64;
     let mut outstanding: Option<(u64, Instant)> = None;
+    let mut last_write: Option<Instant> = None;
     loop {
+        if let Some(t) = last_write {
+            let next = t + shared.cfg.write_coalesce;
+            if next > Instant::now() {
+                tokio::time::sleep_until(next.into()).await;
+            }
+        }
         changed.borrow_and_update();
         let frames = shared.hub().frames_from(*cursor, 1024);
         match frames {
@@ -557,13 +604,14 @@ async fn stream_deltas<W: AsyncWrite + Unpin>(
                 return Err(format!("{name}: cut off (behind)"));
             }
             Ok(f) if !f.is_empty() => {
-                if let Err(why) = write_frames(shared, wr, &f).await {
+                if let Err(why) = write_frames(shared, wr, &f, shared.cfg.write_timeout).await {
                     if why == WriteFail::Timeout {
                         shared.cutoff(Cutoff::WriteTimeout);
                     }
                     return Err(format!("{name}: write: {why:?}"));
                 }
                 *cursor += f.len() as u64;
+                last_write = Some(Instant::now());
                 continue;
             }
             Ok(_) => {}

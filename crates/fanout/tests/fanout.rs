@@ -304,6 +304,24 @@ fn pings_are_measured_and_metrics_use_the_typha_names() {
     assert_eq!(sample("furynet_fanout_connections"), 1.0);
     assert!(sample("furynet_fanout_snapshot_bytes") > 0.0);
     assert!(sample("furynet_fanout_snapshots_sent_total") >= 1.0);
+    // Every series docs/metrics.md lists for the fan-out server exists from the start.
+    for name in [
+        "furynet_fanout_deltas_total",
+        "furynet_fanout_resumes_total",
+        "furynet_fanout_cutoffs_total{reason=\"behind\"}",
+        "furynet_fanout_cutoffs_total{reason=\"write_timeout\"}",
+        "furynet_fanout_cutoffs_total{reason=\"ping_timeout\"}",
+        "furynet_fanout_refused_total{reason=\"tls\"}",
+        "furynet_fanout_history_entries",
+        "furynet_fanout_history_bytes",
+        "furynet_fanout_revision",
+        "furynet_fanout_objects",
+        "furynet_fanout_datastore_errors_total",
+        "typha_ping_latency_sum{syncer=\"felix\"}",
+        "typha_client_write_latency_secs_sum{syncer=\"felix\"}",
+    ] {
+        sample(name);
+    }
     e.rt.block_on(server.shutdown());
 }
 

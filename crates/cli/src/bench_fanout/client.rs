@@ -2,7 +2,7 @@
 //! pings, and records when each change arrived.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ pub async fn fanout_client(
     addr: SocketAddr,
     expect: Option<usize>,
     snapshot_done: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(Duration, Seen), String> {
     let start = Instant::now();
     let mut took = None;
@@ -38,7 +38,10 @@ pub async fn fanout_client(
                 took = Some(start.elapsed());
                 snapshot_done.fetch_add(1, Ordering::SeqCst);
             }
-            RawEvent::Deltas { revision, .. } => seen.push((revision, Instant::now())),
+            RawEvent::Deltas { changes, .. } => {
+                let now = Instant::now();
+                seen.extend(changes.into_iter().map(|r| (r, now)));
+            }
         },
     )
     .await;

@@ -1,7 +1,7 @@
 //! The benchmark's datastore side, on a real etcd: filling it, the churn writer, and the
 //! baseline clients that watch etcd directly (what every agent would do without a fan-out).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,16 +17,37 @@ pub fn key(i: usize) -> String {
     format!("{PREFIX}pod-{i:06}")
 }
 
-/// A pod-like JSON value of about `bytes` bytes; `generation` changes with every write.
+/// A pod-like JSON value of about `bytes` bytes; `generation` changes with every write. Like
+/// real objects it mixes structure that repeats across objects (field names, label and image
+/// vocabularies) with fields that do not (a random uid, an address, an annotation of random
+/// hex filling the rest), so compression is neither flattered nor defeated.
 pub fn value(i: usize, generation: u64, bytes: usize) -> Vec<u8> {
+    let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ generation;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let uid = format!("{:016x}{:016x}", next(), next());
     let head = format!(
-        r#"{{"kind":"Pod","name":"pod-{i:06}","namespace":"bench","generation":{generation},"labels":{{"app":"bench-{}","tier":"t{}"}},"pad":""#,
+        r#"{{"kind":"Pod","name":"pod-{i:06}","namespace":"bench-{}","uid":"{uid}","generation":{generation},"labels":{{"app":"bench-{}","tier":"t{}","version":"v{}"}},"nodeName":"node-{}","ips":["10.{}.{}.{}"],"containers":[{{"name":"app","image":"registry.example/bench/app-{}:1.{}","ports":[{{"containerPort":8080,"protocol":"TCP"}}]}}],"annotations":{{"note":""#,
+        i % 10,
         i % 97,
-        i % 7
+        i % 7,
+        i % 3,
+        i % 500,
+        (i >> 16) & 255,
+        (i >> 8) & 255,
+        i & 255,
+        i % 13,
+        generation % 5,
     );
     let mut v = head.into_bytes();
-    v.resize(bytes.saturating_sub(2).max(v.len()), b'x');
-    v.extend_from_slice(b"\"}");
+    while v.len() + 3 < bytes {
+        v.push(b"0123456789abcdef"[(next() % 16) as usize]);
+    }
+    v.extend_from_slice(b"\"}}");
     v
 }
 
@@ -118,23 +139,49 @@ pub async fn direct_client(
     endpoint: String,
     expect: usize,
     snapshot_done: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(Duration, Seen), String> {
     let start = Instant::now();
     let mut c = connect(&endpoint).await?;
-    let resp = c
-        .get(PREFIX, Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(|e| format!("get: {e}"))?;
-    if resp.kvs().len() != expect {
+    // Paginated at one revision, as an agent lists a large store (gRPC caps messages at
+    // 4 MiB).
+    let end = {
+        let mut e = PREFIX.as_bytes().to_vec();
+        if let Some(last) = e.last_mut() {
+            *last += 1;
+        }
+        e
+    };
+    let mut from = PREFIX.as_bytes().to_vec();
+    let mut rev = 0;
+    let mut count = 0;
+    loop {
+        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(1000);
+        if rev > 0 {
+            opts = opts.with_revision(rev);
+        }
+        let resp = c
+            .get(from.clone(), Some(opts))
+            .await
+            .map_err(|e| format!("get: {e}"))?;
+        if rev == 0 {
+            rev = resp.header().map_or(0, |h| h.revision());
+        }
+        count += resp.kvs().len();
+        match resp.kvs().last() {
+            Some(last) if resp.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => break,
+        }
+    }
+    if count != expect {
         return Err(format!(
-            "direct client read {} objects, expected {expect}",
-            resp.kvs().len()
+            "direct client read {count} objects, expected {expect}"
         ));
     }
-    let rev = resp.header().map_or(0, |h| h.revision());
     let took = start.elapsed();
-    drop(resp);
     let mut stream = c
         .watch(
             PREFIX,
@@ -148,7 +195,7 @@ pub async fn direct_client(
         .map_err(|e| format!("watch: {e}"))?;
     snapshot_done.fetch_add(1, Ordering::SeqCst);
     let mut seen = Seen::new();
-    while !stop.load(Ordering::Relaxed) {
+    while !*stop.borrow() {
         match tokio::time::timeout(Duration::from_millis(200), stream.message()).await {
             Ok(Ok(Some(m))) => {
                 let now = Instant::now();

@@ -59,6 +59,9 @@ pub struct FanoutBench {
     /// default: as many as --clients; 0 skips the baseline.
     #[arg(long)]
     baseline_clients: Option<usize>,
+    /// The fan-out server's --write-coalesce-ms.
+    #[arg(long, default_value_t = 10)]
+    write_coalesce_ms: u64,
     /// Seconds to wait for all clients' snapshots before giving up.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -72,18 +75,22 @@ pub struct FanoutBench {
 pub struct Side {
     pub name: String,
     pub clients: usize,
-    /// Time from the first connection until every client held the full snapshot.
+    /// Time from connecting the other clients (all but the first) until every client held
+    /// the full snapshot.
     pub snapshot_all_clients_s: f64,
     /// Per client: connect to full snapshot.
     pub snapshot_per_client: Quantiles,
     pub propagation: Propagation,
-    /// The serving process (fan-out server, or etcd for the baseline).
+    /// The serving process (fan-out server, or etcd for the baseline), with one client
+    /// connected (state and snapshot built), then with all of them.
     pub server_memory_before_clients: Option<Memory>,
     pub server_memory_with_clients: Option<Memory>,
-    /// (RSS with clients − RSS before) / clients: what one more client costs the server.
+    /// (RSS with all clients − RSS with one) / (clients − 1): what one more client costs.
     pub server_kib_per_client: Option<f64>,
     /// CPU the serving process used during the churn phase, in cores (1.0 = one core busy).
     pub server_cpu_cores_churn: Option<f64>,
+    /// Clients that failed (connection lost, refused); the first few reasons below.
+    pub failed_clients: usize,
     pub failures: Vec<String>,
 }
 
@@ -126,13 +133,18 @@ impl Drop for ServerProcess {
     }
 }
 
-fn start_server(datastore: &str, listen: SocketAddr) -> Result<ServerProcess, String> {
+fn start_server(
+    datastore: &str,
+    listen: SocketAddr,
+    coalesce_ms: u64,
+) -> Result<ServerProcess, String> {
     let health = free_addr()?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
         .args(["fanout", "--datastore", datastore, "--print-ready"])
         .args(["--listen", &listen.to_string()])
         .args(["--health-addr", &health.to_string()])
+        .args(["--write-coalesce-ms", &coalesce_ms.to_string()])
         .env("FURYNET_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -161,16 +173,26 @@ async fn run_side<F, Fut>(
     connect: F,
 ) -> Result<Side, String>
 where
-    F: Fn(Arc<AtomicUsize>, Arc<AtomicBool>) -> Fut,
+    F: Fn(Arc<AtomicUsize>, tokio::sync::watch::Receiver<bool>) -> Fut,
     Fut: std::future::Future<Output = Result<(Duration, Seen), String>> + Send + 'static,
 {
-    let before = procstat::memory(server_pid);
     let done = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    progress(&format!("{name}: connecting {n} clients"));
-    let start = Instant::now();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..n {
+    // One client first: the server's memory then includes its state and the encoded
+    // snapshot, so what the others add is the cost per client.
+    tasks.spawn(connect(done.clone(), stop.clone()));
+    let warm = Instant::now() + Duration::from_secs(b.timeout);
+    while done.load(Ordering::SeqCst) == 0 && Instant::now() < warm && tasks.len() == 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = procstat::memory(server_pid);
+    progress(&format!(
+        "{name}: connecting {} more clients",
+        n.saturating_sub(1)
+    ));
+    let start = Instant::now();
+    for _ in 1..n {
         tasks.spawn(connect(done.clone(), stop.clone()));
     }
     let deadline = start + Duration::from_secs(b.timeout);
@@ -185,18 +207,17 @@ where
             ));
             break;
         }
-        if tasks.len() < n - done.load(Ordering::SeqCst).min(n) {
-            // Some client task ended before its snapshot: collect why.
-            while let Some(r) = tasks.try_join_next() {
-                match r {
-                    Ok(Err(e)) => failures.push(e),
-                    Err(e) => failures.push(e.to_string()),
-                    Ok(Ok(_)) => {}
-                }
+        // A client that ends before the churn has failed (they only end when stopped); the
+        // others go on, and the report lists the failures.
+        while let Some(r) = tasks.try_join_next() {
+            match r {
+                Ok(Err(e)) => failures.push(e),
+                Err(e) => failures.push(e.to_string()),
+                Ok(Ok(_)) => failures.push("a client ended early".into()),
             }
-            if !failures.is_empty() {
-                break;
-            }
+        }
+        if done.load(Ordering::SeqCst) + failures.len() >= n {
+            break;
         }
         if last_report.elapsed() > Duration::from_secs(5) {
             last_report = Instant::now();
@@ -218,7 +239,7 @@ where
     let writes = Arc::new(Writes::default());
     let cpu0 = procstat::cpu_seconds(server_pid);
     let t0 = Instant::now();
-    if failures.is_empty() {
+    if done.load(Ordering::SeqCst) > 0 {
         etcd::churn(
             endpoint,
             b.objects,
@@ -236,7 +257,7 @@ where
     };
     // Let the last changes arrive, then stop every client.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::SeqCst);
+    stop_tx.send_replace(true);
     let mut seen = Vec::with_capacity(n);
     let mut per_client = Vec::with_capacity(n);
     while let Some(r) = tasks.join_next().await {
@@ -249,15 +270,17 @@ where
             Err(e) => failures.push(e.to_string()),
         }
     }
+    let failed = failures.len();
     failures.truncate(5);
     Ok(Side {
+        failed_clients: failed,
         name: name.to_string(),
         clients: n,
         snapshot_all_clients_s: snapshot_all.as_secs_f64(),
         snapshot_per_client: Quantiles::of(per_client),
         propagation: stats::propagation(&writes.snapshot(), &seen),
         server_kib_per_client: match (before, with_clients) {
-            (Some(a), Some(b)) if n > 0 => Some((b.rss_mib - a.rss_mib) * 1024.0 / n as f64),
+            (Some(a), Some(b)) if n > 1 => Some((b.rss_mib - a.rss_mib) * 1024.0 / (n - 1) as f64),
             _ => None,
         },
         server_memory_before_clients: before,
@@ -285,7 +308,8 @@ async fn bench(b: &FanoutBench, etcd: EtcdProcess) -> Result<Report, String> {
     let listen = free_addr()?;
     progress(&format!("starting the fan-out server on {listen}"));
     let datastore = etcd.datastore_arg();
-    let server = tokio::task::spawn_blocking(move || start_server(&datastore, listen))
+    let coalesce = b.write_coalesce_ms;
+    let server = tokio::task::spawn_blocking(move || start_server(&datastore, listen, coalesce))
         .await
         .map_err(|e| e.to_string())??;
     let objects = b.objects;
@@ -350,6 +374,9 @@ fn print_side(w: &mut dyn Write, s: &Side) -> std::io::Result<()> {
         s.server_kib_per_client.map_or("-".into(), |k| format!("{k:.1}")),
         s.server_cpu_cores_churn.map_or("-".into(), |c| format!("{c:.2}")),
     )?;
+    if s.failed_clients > 0 {
+        writeln!(w, "  {} client(s) failed:", s.failed_clients)?;
+    }
     for f in &s.failures {
         writeln!(w, "  failure: {f}")?;
     }

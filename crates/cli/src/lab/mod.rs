@@ -400,6 +400,14 @@ fn up(b: &BuildArgs, files: &[PathBuf]) -> Res<u8> {
             cluster::METRICS_BASE_PORT as usize + state.nodes.len() - 1
         );
     }
+    if !state.fanout.is_empty() {
+        eprintln!(
+            "lab up: agents read the cluster through the fan-out servers {} (in namespace {}-underlay; logs {}/fanout-K.log)",
+            state.fanout.join(", "),
+            state.tag,
+            state::dir().display()
+        );
+    }
     eprintln!(
         "lab up: {} node(s) ({} encapsulation, datastore {}), {} pod(s); every agent in sync.\n\
          next: furynet lab apply -f FILE | lab status | lab probe | lab verify | lab down",
