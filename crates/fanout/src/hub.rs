@@ -21,6 +21,8 @@ pub struct Entry {
     pub from: i64,
     /// The revision after them.
     pub revision: i64,
+    /// When the changes were read from the datastore (Unix nanoseconds).
+    pub read_at: u64,
     pub frame: Arc<[u8]>,
 }
 
@@ -183,6 +185,7 @@ impl Hub {
             seq: self.next_seq,
             from,
             revision,
+            read_at,
             frame,
         });
         self.next_seq += 1;
@@ -212,6 +215,12 @@ impl Hub {
             .take(max)
             .map(|e| e.frame.clone())
             .collect())
+    }
+
+    /// When the frame at `seq` was read from the datastore (`None` past the newest).
+    pub fn read_at(&self, seq: u64) -> Option<u64> {
+        let i = seq.checked_sub(self.first_seq())? as usize;
+        self.ring.get(i).map(|e| e.read_at)
     }
 
     /// The revision after the frame before `seq` (what a client at cursor `seq` holds).
@@ -299,8 +308,11 @@ mod tests {
     fn deltas_are_shared_frames_and_clients_are_cursors() {
         let mut h = hub(100);
         let start = h.next_seq();
-        h.apply(&[put("a", 11)], 0);
-        h.apply(&[put("b", 12), put("c", 12)], 0);
+        h.apply(&[put("a", 11)], 100);
+        h.apply(&[put("b", 12), put("c", 12)], 200);
+        assert_eq!(h.read_at(start), Some(100));
+        assert_eq!(h.read_at(start + 1), Some(200));
+        assert_eq!(h.read_at(start + 2), None);
         let frames = h.frames_from(start, 10).unwrap();
         assert_eq!(frames.len(), 2);
         assert!(h.frames_from(h.next_seq(), 10).unwrap().is_empty());

@@ -74,6 +74,9 @@ pub struct FanoutMetrics {
     pub revision: Gauge,
     pub objects: Gauge,
     pub datastore_errors: Counter,
+    /// Read from the datastore → written to an agent's socket, for the oldest change of each
+    /// write (the server's own share of propagation latency).
+    pub propagation: Histogram,
     /// `typha_ping_latency` (histogram: `_sum` and `_count` are what the alert reads).
     pub ping_latency: Latency,
     /// `typha_client_write_latency_secs`.
@@ -105,6 +108,7 @@ impl FanoutMetrics {
             revision: Gauge::default(),
             objects: Gauge::default(),
             datastore_errors: Counter::default(),
+            propagation: latency(),
             ping_latency: Family::new_with_constructor(latency),
             client_write_latency: Family::new_with_constructor(latency),
             log_errors: CompatCounter::default(),
@@ -179,6 +183,11 @@ impl FanoutMetrics {
             "furynet_fanout_datastore_errors",
             "Datastore list/watch failures (each followed by a re-list)",
             m.datastore_errors.clone(),
+        );
+        r.register(
+            "furynet_fanout_propagation_seconds",
+            "From reading a change from the datastore to writing it to an agent's socket (oldest change of each write)",
+            m.propagation.clone(),
         );
         r.register(
             "typha_ping_latency",

@@ -590,7 +590,10 @@ async fn stream_deltas<W: AsyncWrite + Unpin>(
             }
         }
         changed.borrow_and_update();
-        let frames = shared.hub().frames_from(*cursor, 1024);
+        let (frames, read_at) = {
+            let hub = shared.hub();
+            (hub.frames_from(*cursor, 1024), hub.read_at(*cursor))
+        };
         match frames {
             Err(FellBehind) => {
                 shared.cutoff(Cutoff::Behind);
@@ -612,6 +615,10 @@ async fn stream_deltas<W: AsyncWrite + Unpin>(
                 }
                 *cursor += f.len() as u64;
                 last_write = Some(Instant::now());
+                if let Some(t) = read_at {
+                    let age = unix_nanos().saturating_sub(t) as f64 / 1e9;
+                    shared.metrics.propagation.observe(age);
+                }
                 continue;
             }
             Ok(_) => {}

@@ -89,6 +89,10 @@ pub struct Side {
     pub server_kib_per_client: Option<f64>,
     /// CPU the serving process used during the churn phase, in cores (1.0 = one core busy).
     pub server_cpu_cores_churn: Option<f64>,
+    /// The fan-out server's own share of propagation: from reading a change to writing it
+    /// to an agent's socket (its `furynet_fanout_propagation_seconds`), median and p99 in
+    /// ms; the rest is the simulated agents' side (on the same 2 cores).
+    pub server_side_propagation_ms: Option<(f64, f64)>,
     /// Clients that failed (connection lost, refused); the first few reasons below.
     pub failed_clients: usize,
     pub failures: Vec<String>,
@@ -123,8 +127,8 @@ fn raise_fd_limit(clients: usize) {
     }
 }
 
-/// The fan-out server as a child process; killed on drop.
-struct ServerProcess(Child);
+/// The fan-out server as a child process (and its metrics port); killed on drop.
+struct ServerProcess(Child, u16);
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
@@ -155,7 +159,7 @@ fn start_server(
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
     }
-    let server = ServerProcess(child);
+    let server = ServerProcess(child, health.port());
     if line.trim() != "ready" {
         return Err("the fan-out server did not become ready".into());
     }
@@ -169,7 +173,7 @@ async fn run_side<F, Fut>(
     n: usize,
     b: &FanoutBench,
     endpoint: &str,
-    server_pid: u32,
+    server: (u32, Option<u16>),
     connect: F,
 ) -> Result<Side, String>
 where
@@ -186,6 +190,7 @@ where
     while done.load(Ordering::SeqCst) == 0 && Instant::now() < warm && tasks.len() == 1 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let (server_pid, metrics_port) = server;
     let before = procstat::memory(server_pid);
     progress(&format!(
         "{name}: connecting {} more clients",
@@ -257,6 +262,19 @@ where
     };
     // Let the last changes arrive, then stop every client.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let server_side = match metrics_port {
+        Some(port) => tokio::task::spawn_blocking(move || {
+            crate::lab::http_get(port, "/metrics")
+                .ok()
+                .and_then(|(_, text)| {
+                    stats::histogram_quantiles(&text, "furynet_fanout_propagation_seconds")
+                })
+        })
+        .await
+        .ok()
+        .flatten(),
+        None => None,
+    };
     stop_tx.send_replace(true);
     let mut seen = Vec::with_capacity(n);
     let mut per_client = Vec::with_capacity(n);
@@ -286,6 +304,7 @@ where
         server_memory_before_clients: before,
         server_memory_with_clients: with_clients,
         server_cpu_cores_churn: cpu,
+        server_side_propagation_ms: server_side,
         failures,
     })
 }
@@ -319,7 +338,7 @@ async fn bench(b: &FanoutBench, etcd: EtcdProcess) -> Result<Report, String> {
         b.clients,
         b,
         &etcd.endpoint,
-        server.0.id(),
+        (server.0.id(), Some(server.1)),
         |done, stop| {
             let expect = first.swap(false, Ordering::Relaxed).then_some(objects);
             client::fanout_client(listen, expect, done, stop)
@@ -336,7 +355,7 @@ async fn bench(b: &FanoutBench, etcd: EtcdProcess) -> Result<Report, String> {
                 baseline,
                 b,
                 &etcd.endpoint,
-                etcd.pid(),
+                (etcd.pid(), None),
                 |done, stop| etcd::direct_client(endpoint.clone(), objects, done, stop),
             )
             .await?,
@@ -376,6 +395,12 @@ fn print_side(w: &mut dyn Write, s: &Side) -> std::io::Result<()> {
     )?;
     if s.failed_clients > 0 {
         writeln!(w, "  {} client(s) failed:", s.failed_clients)?;
+    }
+    if let Some((p50, p99)) = s.server_side_propagation_ms {
+        writeln!(
+            w,
+            "  server side (read from the datastore -> written to the agent's socket): median {p50:.1} ms p99 {p99:.1} ms"
+        )?;
     }
     for f in &s.failures {
         writeln!(w, "  failure: {f}")?;

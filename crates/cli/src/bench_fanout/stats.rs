@@ -89,10 +89,68 @@ pub fn propagation(writes: &HashMap<i64, Instant>, clients: &[Seen]) -> Propagat
     }
 }
 
+/// Median and p99 (ms) of a Prometheus histogram in a text exposition, interpolated
+/// linearly inside the bucket where the quantile falls (as `histogram_quantile` does).
+pub fn histogram_quantiles(text: &str, name: &str) -> Option<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let q = |q: f64| {
+        let rank = q * total;
+        let mut prev = (0.0, 0.0);
+        for &(le, c) in &buckets {
+            if c >= rank {
+                if le.is_infinite() {
+                    return prev.0 * 1e3;
+                }
+                let span = c - prev.1;
+                let frac = if span > 0.0 {
+                    (rank - prev.1) / span
+                } else {
+                    1.0
+                };
+                return (prev.0 + (le - prev.0) * frac) * 1e3;
+            }
+            prev = (le, c);
+        }
+        prev.0 * 1e3
+    };
+    Some((q(0.5), q(0.99)))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn histogram_quantiles_interpolate() {
+        let text = "# TYPE x histogram\n\
+            x_bucket{le=\"0.01\"} 50\n\
+            x_bucket{le=\"0.1\"} 99\n\
+            x_bucket{le=\"1\"} 100\n\
+            x_bucket{le=\"+Inf\"} 100\n";
+        let (p50, p99) = histogram_quantiles(text, "x").unwrap();
+        assert!((p50 - 10.0).abs() < 1e-9, "{p50}");
+        assert!((p99 - 100.0).abs() < 1e-9, "{p99}");
+        assert!(histogram_quantiles("", "x").is_none());
+    }
 
     #[test]
     fn quantiles_and_last_client() {

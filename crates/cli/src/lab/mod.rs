@@ -12,6 +12,7 @@ mod bench;
 mod check;
 mod cluster;
 mod monitoring;
+pub(crate) use monitoring::http_get;
 pub(crate) mod netns;
 mod probe;
 mod relay;
