@@ -256,6 +256,18 @@ async fn route(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError>
         }
         (&Method::PUT, Some(name)) => {
             let obj = parse_body()?;
+            // Leases allow create-on-update (their REST strategy's AllowCreateOnUpdate), the rest 404.
+            if !t.status
+                && t.def.id() == "coordination.k8s.io/leases"
+                && st.get(&t.def, &ns, name).is_none()
+            {
+                if util::name_of(&obj) != name.as_str() {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object does not match the name on the URL ({name})"
+                    )));
+                }
+                return Ok(item(201, &st.create(&t.def, &ns, obj)?));
+            }
             Ok(item(200, &st.replace(&t.def, &ns, name, obj, t.status)?))
         }
         (&Method::PATCH, Some(name)) => {
@@ -393,10 +405,12 @@ fn list(st: &State, t: &Target, q: &HashMap<String, String>) -> Result<Value, Ap
         }
     };
     let list_rev = at.unwrap_or(st.rev);
+    // resourceVersion=0 is served from the watch cache, which ignores limit (kube-apiserver).
+    let from_cache = rv == Some("0") && after.is_none();
     let limit = q
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
-        .filter(|l| *l > 0);
+        .filter(|l| *l > 0 && !from_cache);
     let mut items = Vec::new();
     let mut cont = None;
     for obj in st.list_at(&t.def.id(), at) {

@@ -19,7 +19,8 @@
 //! - Lists: sorted by namespace/name, items without kind/apiVersion for built-ins (custom resources
 //!   keep them), label selectors (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`), field selectors
 //!   `metadata.name` / `metadata.namespace`, `limit` + `continue` pages of one snapshot,
-//!   `resourceVersion` + `resourceVersionMatch` (`NotOlderThan`, `Exact` answered from history).
+//!   `resourceVersion` + `resourceVersionMatch` (`NotOlderThan`, `Exact` answered from history);
+//!   `resourceVersion=0` ignores `limit`, as kube-apiserver's watch cache does.
 //! - Watches: chunked `application/json`, one `{"type":..,"object":..}` per line; replay of the
 //!   history after `resourceVersion`, or synthetic ADDED of the current state for unset/"0";
 //!   `ERROR` 410 Expired for a compacted revision; bookmarks; `timeoutSeconds`; selectors (with
@@ -37,6 +38,7 @@
 //!   kube does); pods get no defaulted status on create.
 //! - History is kept until [`FakeApiServer::compact`] (no automatic compaction); a watch at a
 //!   future revision and a list at one get 504 at once instead of after kube's 3 s wait.
+//! - PUT creates a missing object only for leases (their AllowCreateOnUpdate); other kinds 404.
 //! - `sendInitialEvents` is rejected with 422, as kube 1.28 does without the WatchList gate.
 //! - No authorization (RBAC): any request with the bearer token is allowed.
 
