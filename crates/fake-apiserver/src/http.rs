@@ -218,6 +218,11 @@ async fn route(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError>
     let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
         .await
         .map_err(|e| ApiError::bad_request(format!("reading the request body failed: {e}")))?;
+    if method != Method::GET && q.contains_key("dryRun") {
+        return Err(ApiError::bad_request(
+            "dryRun is not supported by this fake API server (it would have written the object)",
+        ));
+    }
     let segs: Vec<&str> = path
         .trim_matches('/')
         .split('/')

@@ -39,6 +39,8 @@
 //! - History is kept until [`FakeApiServer::compact`] (no automatic compaction); a watch at a
 //!   future revision and a list at one get 504 at once instead of after kube's 3 s wait.
 //! - PUT creates a missing object only for leases (their AllowCreateOnUpdate); other kinds 404.
+//! - `dryRun` is rejected with 400 (never silently written); `fieldManager`, `fieldValidation`
+//!   and `managedFields` are ignored.
 //! - `sendInitialEvents` is rejected with 422, as kube 1.28 does without the WatchList gate.
 //! - No authorization (RBAC): any request with the bearer token is allowed.
 

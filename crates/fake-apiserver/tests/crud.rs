@@ -150,6 +150,23 @@ async fn json_patch_and_raw_shapes() {
     );
     assert!(list["items"][0].get("kind").is_none());
     assert_eq!(list["items"][0]["metadata"]["name"], "cm");
+    // generateName gets a random suffix; dryRun is refused rather than written.
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let mut gp = pod("", &[]);
+    gp.metadata.name = None;
+    gp.metadata.generate_name = Some("web-".into());
+    let made = pods.create(&PostParams::default(), &gp).await.unwrap();
+    let made_name = made.metadata.name.unwrap();
+    assert!(
+        made_name.starts_with("web-") && made_name.len() == 9,
+        "{made_name}"
+    );
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    assert_eq!(api_err(pods.create(&dry, &pod("dry", &[])).await).code, 400);
+    assert_eq!(api_err(pods.get("dry").await).code, 404);
     // Pre-created namespaces.
     let nss: Api<Namespace> = Api::all(c.clone());
     let names: Vec<String> = nss
