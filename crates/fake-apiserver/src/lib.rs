@@ -36,7 +36,8 @@
 //!   replaced, not merged by key; JSON patch supports add/remove/replace/test; no server-side apply.
 //! - Writes to the main resource of a kind with a status subresource keep the stored status (as
 //!   kube does); pods get no defaulted status on create.
-//! - History is kept until [`FakeApiServer::compact`] (no automatic compaction); a watch at a
+//! - History is kept until [`FakeApiServer::compact`], or until it holds 200,000 events, when the
+//!   oldest half is compacted away (kube-apiserver compacts etcd every 5 minutes); a watch at a
 //!   future revision and a list at one get 504 at once instead of after kube's 3 s wait.
 //! - PUT creates a missing object only for leases (their AllowCreateOnUpdate); other kinds 404.
 //! - `dryRun` is rejected with 400 (never silently written); `fieldManager`, `fieldValidation`
@@ -49,6 +50,8 @@ mod resources;
 mod selector;
 mod status;
 mod store;
+#[cfg(test)]
+mod store_tests;
 mod util;
 mod watch;
 

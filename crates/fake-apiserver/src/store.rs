@@ -29,6 +29,9 @@ impl EvType {
     }
 }
 
+/// Events kept before the oldest half is compacted away automatically.
+pub(crate) const MAX_HISTORY: usize = 200_000;
+
 /// One write in the history: the object after it (for a delete: the last state, with the
 /// delete revision) and the object before it.
 #[derive(Debug, Clone)]
@@ -199,6 +202,16 @@ impl State {
         };
         self.notify(&ev);
         self.history.push_back(ev);
+        if self.history.len() > MAX_HISTORY {
+            // Like kube-apiserver's periodic etcd compaction: keep the newest half.
+            let keep_from = self
+                .history
+                .get(self.history.len() - MAX_HISTORY / 2)
+                .map(|e| e.rev);
+            if let Some(r) = keep_from {
+                self.compact(r);
+            }
+        }
         object
     }
 
