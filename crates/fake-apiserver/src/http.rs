@@ -416,25 +416,11 @@ fn list(st: &State, t: &Target, q: &HashMap<String, String>) -> Result<Value, Ap
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0 && !from_cache);
-    let mut items = Vec::new();
-    let mut cont = None;
-    for obj in st.list_at(&t.def.id(), at) {
-        if let Some((ans, aname)) = &after {
-            if (util::namespace_of(&obj), util::name_of(&obj)) <= (ans.as_str(), aname.as_str()) {
-                continue;
-            }
-        }
-        if !filter.matches(&obj) {
-            continue;
-        }
-        if limit.is_some_and(|l| items.len() >= l) {
-            cont = items.last().map(|last: &Value| {
-                util::encode_continue(list_rev, util::namespace_of(last), util::name_of(last))
-            });
-            break;
-        }
-        items.push(obj);
-    }
+    let (items, more) = st.list_page(&t.def.id(), at, after.as_ref(), &filter, limit);
+    let cont = items
+        .last()
+        .filter(|_| more)
+        .map(|last| util::encode_continue(list_rev, util::namespace_of(last), util::name_of(last)));
     let items: Vec<Value> = items
         .iter()
         .map(|o| util::render(&t.def, &t.version, o, false))
