@@ -45,6 +45,7 @@
 //! - `sendInitialEvents` is rejected with 422, as kube 1.28 does without the WatchList gate.
 //! - No authorization (RBAC): any request with the bearer token is allowed.
 
+mod history;
 mod http;
 mod resources;
 mod selector;
