@@ -43,7 +43,15 @@
 //! - `dryRun` is rejected with 400 (never silently written); `fieldManager`, `fieldValidation`
 //!   and `managedFields` are ignored.
 //! - `sendInitialEvents` is rejected with 422, as kube 1.28 does without the WatchList gate.
-//! - No authorization (RBAC): any request with the bearer token is allowed.
+//! - No authorization (RBAC): any request with the bearer token is allowed. HTTP only (no TLS),
+//!   JSON only (no protobuf), no deprecated `/api/v1/watch/...` paths.
+//! - The status subresource exists for pods, namespaces, nodes, services, CRDs and custom
+//!   resources whose CRD version declares `subresources.status`.
+//! - A watcher whose queue of 1024 undelivered events is full is cut off at once (kube-apiserver
+//!   waits a short budget first); the client re-watches from its last revision, as after a timeout.
+//!
+//! Usage: `FakeApiServer::start()?`, then `write_kubeconfig(path)` (or `kubeconfig_yaml()`) for
+//! kube-rs; `compact`, `fail_next`, `set_bookmark_interval` and `requests` steer and observe it.
 
 mod history;
 mod http;
