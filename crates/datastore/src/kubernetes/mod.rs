@@ -5,3 +5,19 @@
 //! (kube-rs, CRDs, watches, leases) is not written yet.
 
 pub mod names;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    /// No store yet: every case skips. This only checks that the `skip_compaction` form of the
+    /// conformance macro, which this backend will use, expands and compiles.
+    fn no_store() -> Option<crate::conformance::Fixture> {
+        None
+    }
+
+    crate::conformance_tests!(
+        no_store,
+        skip_compaction = "Kubernetes has no compaction API; tested against the fake's compact()"
+    );
+}
