@@ -1,10 +1,12 @@
 //! The `kubernetes` backend (work in progress).
 //!
-//! Only the key mapping is implemented so far: [`names`] decides which Kubernetes resource a
-//! datastore key belongs to and which object name stores it. The `KubeStore` client itself
-//! (kube-rs, CRDs, watches, leases) is not written yet.
+//! Implemented so far, as pure, unit-tested functions: [`names`] decides which Kubernetes
+//! resource a datastore key belongs to and which object name stores it; [`status`] turns
+//! resourceVersions into revisions and HTTP statuses into errors and retry decisions. The
+//! `KubeStore` client itself (kube-rs, CRDs, watches, leases) is not written yet.
 
 pub mod names;
+pub mod status;
 
 #[cfg(test)]
 mod tests {
