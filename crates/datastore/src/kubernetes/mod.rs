@@ -5,6 +5,7 @@
 //! resourceVersions into revisions and HTTP statuses into errors and retry decisions. The
 //! `KubeStore` client itself (kube-rs, CRDs, watches, leases) is not written yet.
 
+pub mod core_objects;
 pub mod crds;
 pub mod names;
 pub mod status;
