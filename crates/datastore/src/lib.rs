@@ -25,6 +25,7 @@ pub mod ipam_store;
 
 pub mod embedded;
 pub mod etcd;
+pub mod kubernetes;
 
 #[doc(hidden)]
 pub mod conformance;

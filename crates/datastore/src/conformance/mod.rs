@@ -179,14 +179,29 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> Outcome<bool>) -> 
 
 /// Generate the conformance `#[test]`s for a backend. `$fixture` is a function
 /// `fn() -> Option<Fixture>` returning a fresh store per call (`None` skips, after saying so).
+///
+/// A backend without a compaction API (e.g. `kubernetes`) passes
+/// `skip_compaction = "reason"`: the `compaction` test then prints the reason and passes, and
+/// the backend is expected to test the `Compacted` signal its own way.
 #[macro_export]
 macro_rules! conformance_tests {
+    ($fixture:path, skip_compaction = $reason:expr) => {
+        $crate::conformance_tests!(@common $fixture);
+
+        #[test]
+        fn compaction() {
+            eprintln!("conformance case `compaction` skipped: {}", $reason);
+        }
+    };
     ($fixture:path) => {
+        $crate::conformance_tests!(@common $fixture);
+        $crate::conformance_tests!(@store $fixture, exclusive: compaction);
+    };
+    (@common $fixture:path) => {
         $crate::conformance_tests!(@store $fixture, shared:
             crud, create_existing_fails, cas_conflicts, list_is_a_snapshot, watch_ordering,
             watch_resume, watch_catch_up_many_revisions, lease_expiry, lease_keep_alive_and_revoke,
             health_and_revisions);
-        $crate::conformance_tests!(@store $fixture, exclusive: compaction);
         $crate::conformance_tests!(@fixture $fixture:
             concurrent_threads, concurrent_processes, watch_latency_in_process,
             watch_latency_cross_process);
