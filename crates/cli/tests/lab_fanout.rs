@@ -15,14 +15,7 @@ fn furynet(args: &[&str]) -> (i32, String, String) {
 }
 
 fn ok(args: &[&str]) -> String {
-    let (code, out, err) = furynet(args);
-    assert_eq!(
-        code,
-        0,
-        "furynet {}:\nstdout: {out}\nstderr: {err}",
-        args.join(" ")
-    );
-    out
+    common::ok(env!("CARGO_BIN_EXE_furynet"), args)
 }
 
 fn status() -> serde_json::Value {

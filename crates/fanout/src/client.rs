@@ -13,6 +13,7 @@ use furynet_datastore::{Datastore, Error as DsError, Event, KeyValue, Result as 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use crate::hub;
 use crate::proto::{self, Change, Msg, SnapshotAssembler, Start};
 use crate::raw::{open, Tls};
 use crate::tls::{self, ClientTls};
@@ -94,31 +95,13 @@ impl Mirror {
         });
     }
 
-    /// Loads a snapshot. Returns false when it could not be reconciled with open watches
-    /// (the server is behind us): they were ended with `Compacted`.
+    /// Loads a snapshot. When it cannot be reconciled with open watches (the server is
+    /// behind us), they are ended with `Compacted`.
     fn snapshot(&mut self, revision: i64, kvs: Vec<KeyValue>) {
-        let fresh: BTreeMap<String, KeyValue> =
-            kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        let fresh = hub::by_key(kvs);
         if self.synced && revision >= self.revision {
             // Same history, later point: the difference is a set of changes.
-            let mut events: Vec<Event> = Vec::new();
-            for (k, old) in &self.map {
-                match fresh.get(k) {
-                    None => events.push(Event::Delete {
-                        key: k.clone(),
-                        mod_revision: revision,
-                    }),
-                    Some(new) if new != old => events.push(Event::Put(new.clone())),
-                    Some(_) => {}
-                }
-            }
-            events.extend(
-                fresh
-                    .iter()
-                    .filter(|(k, _)| !self.map.contains_key(*k))
-                    .map(|(_, kv)| Event::Put(kv.clone())),
-            );
-            events.sort_by_key(Event::revision);
+            let events = hub::changes(&self.map, &fresh, revision);
             self.map = fresh;
             self.revision = revision;
             self.publish(&events);

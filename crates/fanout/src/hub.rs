@@ -52,6 +52,36 @@ pub struct Limits {
     pub max_bytes: usize,
 }
 
+/// Entries by key.
+pub fn by_key(kvs: Vec<KeyValue>) -> BTreeMap<String, KeyValue> {
+    kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect()
+}
+
+/// The changes that turn `old` into `fresh` (a later complete list at `revision`), in
+/// revision order: puts of what is new or changed, deletes (at `revision`) of what is gone.
+pub fn changes(
+    old: &BTreeMap<String, KeyValue>,
+    fresh: &BTreeMap<String, KeyValue>,
+    revision: i64,
+) -> Vec<Event> {
+    let mut events: Vec<Event> = old
+        .iter()
+        .filter(|(k, _)| !fresh.contains_key(*k))
+        .map(|(k, _)| Event::Delete {
+            key: k.clone(),
+            mod_revision: revision,
+        })
+        .collect();
+    events.extend(
+        fresh
+            .iter()
+            .filter(|(k, kv)| old.get(*k) != Some(*kv))
+            .map(|(_, kv)| Event::Put(kv.clone())),
+    );
+    events.sort_by_key(Event::revision);
+    events
+}
+
 #[derive(Debug)]
 pub struct Hub {
     map: BTreeMap<String, KeyValue>,
@@ -120,31 +150,15 @@ impl Hub {
     /// clients hold, so nobody needs a new snapshot. Returns the delta's revision, if any.
     pub fn reset(&mut self, kvs: Vec<KeyValue>, revision: i64, read_at: u64) -> Option<i64> {
         if !self.synced {
-            self.map = kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+            self.map = by_key(kvs);
             self.revision = revision;
             self.synced = true;
             self.snapshot = None;
             return None;
         }
-        let mut fresh: BTreeMap<String, KeyValue> =
-            kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
-        let mut events = Vec::new();
-        for (k, old) in &self.map {
-            match fresh.get(k) {
-                None => events.push(Event::Delete {
-                    key: k.clone(),
-                    mod_revision: revision,
-                }),
-                Some(new) if new != old => events.push(Event::Put(new.clone())),
-                Some(_) => {}
-            }
-        }
-        for (k, new) in &fresh {
-            if !self.map.contains_key(k) {
-                events.push(Event::Put(new.clone()));
-            }
-        }
-        std::mem::swap(&mut self.map, &mut fresh);
+        let fresh = by_key(kvs);
+        let events = changes(&self.map, &fresh, revision);
+        self.map = fresh;
         let from = self.revision;
         self.revision = revision.max(from);
         if events.is_empty() {

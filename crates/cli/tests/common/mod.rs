@@ -57,6 +57,18 @@ pub fn run(furynet_exe: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs the `furynet` binary, expects exit 0, returns stdout.
+pub fn ok(furynet_exe: &str, args: &[&str]) -> String {
+    let (code, out, err) = run(furynet_exe, args);
+    assert_eq!(
+        code,
+        0,
+        "furynet {}:\nstdout: {out}\nstderr: {err}",
+        args.join(" ")
+    );
+    out
+}
+
 /// Tears the lab down when dropped, also when the test fails.
 pub struct LabGuard(pub &'static str);
 
