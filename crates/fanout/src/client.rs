@@ -57,6 +57,8 @@ impl ClientConfig {
 struct Watcher {
     id: u64,
     prefix: String,
+    /// Only changes at or after this revision.
+    from: i64,
     tx: SyncSender<DsResult<Event>>,
 }
 
@@ -86,7 +88,7 @@ impl Mirror {
         self.watchers.retain(|w| {
             events
                 .iter()
-                .filter(|e| e.key().starts_with(&w.prefix))
+                .filter(|e| e.revision() >= w.from && e.key().starts_with(&w.prefix))
                 .all(|e| match w.tx.try_send(Ok(e.clone())) {
                     Ok(()) => true,
                     // A consumer this far behind re-lists (its watch ends).
@@ -308,6 +310,7 @@ impl Datastore for FanoutStore {
         m.watchers.push(Watcher {
             id,
             prefix: prefix.to_string(),
+            from,
             tx,
         });
         Ok(Watch::from_channel(BACKEND, rx, stop))

@@ -216,17 +216,29 @@ impl Hub {
         self.ring.front().map_or(self.next_seq, |e| e.seq)
     }
 
-    /// Up to `max` frames from `seq` on (empty when the client is up to date).
-    pub fn frames_from(&self, seq: u64, max: usize) -> Result<Vec<Arc<[u8]>>, FellBehind> {
+    /// Frames from `seq` on, at most `max` of them and, past the first, at most `max_bytes`
+    /// in all (what one write to a client may carry); empty when the client is up to date.
+    pub fn frames_from(
+        &self,
+        seq: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Arc<[u8]>>, FellBehind> {
         if seq < self.first_seq() {
             return Err(FellBehind);
         }
         let skip = (seq - self.first_seq()) as usize;
+        let mut bytes = 0;
         Ok(self
             .ring
             .iter()
             .skip(skip)
             .take(max)
+            .take_while(|e| {
+                let first = bytes == 0;
+                bytes += e.frame.len();
+                first || bytes <= max_bytes
+            })
             .map(|e| e.frame.clone())
             .collect())
     }
@@ -327,9 +339,14 @@ mod tests {
         assert_eq!(h.read_at(start), Some(100));
         assert_eq!(h.read_at(start + 1), Some(200));
         assert_eq!(h.read_at(start + 2), None);
-        let frames = h.frames_from(start, 10).unwrap();
+        let frames = h.frames_from(start, 10, usize::MAX).unwrap();
         assert_eq!(frames.len(), 2);
-        assert!(h.frames_from(h.next_seq(), 10).unwrap().is_empty());
+        assert!(h
+            .frames_from(h.next_seq(), 10, usize::MAX)
+            .unwrap()
+            .is_empty());
+        // A byte budget limits a write, but never below one frame.
+        assert_eq!(h.frames_from(start, 10, 1).unwrap().len(), 1);
         assert_eq!(h.revision(), 12);
         assert_eq!(h.len(), 3);
         assert_eq!(h.revision_at(start), Some(10));
@@ -345,8 +362,13 @@ mod tests {
             h.apply(&[put(&format!("k{r}"), r)], 0);
         }
         assert_eq!(h.ring_usage().0, 3);
-        assert_eq!(h.frames_from(start, 10), Err(FellBehind));
-        assert_eq!(h.frames_from(h.next_seq() - 3, 10).unwrap().len(), 3);
+        assert_eq!(h.frames_from(start, 10, usize::MAX), Err(FellBehind));
+        assert_eq!(
+            h.frames_from(h.next_seq() - 3, 10, usize::MAX)
+                .unwrap()
+                .len(),
+            3
+        );
         // By bytes too (always keeping the newest).
         let mut h = Hub::new(Limits {
             max_entries: 1000,
@@ -369,7 +391,7 @@ mod tests {
         match h.plan(Some(12)) {
             Plan::Resume { seq, revision } => {
                 assert_eq!(revision, 12);
-                assert_eq!(h.frames_from(seq, 10).unwrap().len(), 2);
+                assert_eq!(h.frames_from(seq, 10, usize::MAX).unwrap().len(), 2);
             }
             p => panic!("{p:?}"),
         }
@@ -415,7 +437,7 @@ mod tests {
         assert_eq!(h.next_seq(), before + 1);
         let keys: Vec<&str> = h.entries().map(|kv| kv.key.as_str()).collect();
         assert_eq!(keys, ["a", "c"]);
-        let frame = &h.frames_from(before, 1).unwrap()[0];
+        let frame = &h.frames_from(before, 1, usize::MAX).unwrap()[0];
         let Msg::Deltas { changes, from, .. } = proto::decode(&frame[4..]).unwrap() else {
             panic!()
         };

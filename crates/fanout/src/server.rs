@@ -140,6 +140,9 @@ fn unix_nanos() -> u64 {
 /// frames stay far below `proto::MAX_FRAME`).
 const MAX_BATCH: usize = 5000;
 const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Bytes of frames one write to an agent carries at most (an agent catching up goes in
+/// steps, never holding a copy of the whole history).
+const MAX_WRITE_BYTES: usize = 1 << 20;
 /// Snapshot parts may take this many write timeouts each.
 const SNAPSHOT_TIMEOUT_FACTOR: u32 = 6;
 
@@ -592,7 +595,10 @@ async fn stream_deltas<W: AsyncWrite + Unpin>(
         changed.borrow_and_update();
         let (frames, read_at) = {
             let hub = shared.hub();
-            (hub.frames_from(*cursor, 1024), hub.read_at(*cursor))
+            (
+                hub.frames_from(*cursor, 1024, MAX_WRITE_BYTES),
+                hub.read_at(*cursor),
+            )
         };
         match frames {
             Err(FellBehind) => {

@@ -247,6 +247,13 @@ fn failover_resumes_and_keeps_watches() {
     let st = second.stats();
     assert_eq!(st.resumes, 1, "{st:?}");
     assert_eq!(st.snapshots_sent, 0, "{st:?}");
+    // A watch from a future revision sees nothing before it.
+    let now = c.current_revision().unwrap();
+    let mut later = c.watch("cluster/", now + 2).unwrap();
+    put(&*e.ds, "cluster/namespaces/c", b"3");
+    put(&*e.ds, "cluster/namespaces/d", b"4");
+    let ev = later.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(ev.key(), "cluster/namespaces/d");
     // Writes are refused: the fan-out client is read-only.
     assert!(c.create("x", b"y", None).is_err());
     e.rt.block_on(second.shutdown());
