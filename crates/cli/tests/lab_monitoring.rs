@@ -1,8 +1,8 @@
 //! Monitoring end to end: a lab with `--monitoring` (a real Prometheus scraping every agent,
 //! furynet's alert rules loaded), traffic, a failing CNI call and a failing nftables
 //! transaction; then every dashboard panel's and every alert's PromQL is run through the
-//! Prometheus HTTP API: all must evaluate, every panel must return data (the fan-out
-//! dashboard waits for the fan-out server), and the counters must show the failures under
+//! Prometheus HTTP API: all must evaluate, every panel must return data (agents behind two
+//! fan-out servers, so the fan-out dashboard is checked too), and the counters must show the failures under
 //! furynet's and Calico's names. Needs root and Debian's `prometheus` (skips loudly otherwise,
 //! fails under CI=true).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -110,6 +110,9 @@ fn metrics_alerts_and_dashboards_against_a_real_prometheus() {
         "--monitoring",
         "--monitoring-port",
         &PORT.to_string(),
+        // Agents through two fan-out servers, so the Typha series and the fan-out dashboard
+        // are checked against a real server too.
+        "--fanout",
         // Long: the failing delta below must reach the deleted table before a periodic
         // resync repairs it.
         "--resync-interval",
@@ -204,9 +207,14 @@ fn metrics_alerts_and_dashboards_against_a_real_prometheus() {
         2,
         "both agents scraped"
     );
+    assert_eq!(
+        query("up{job=\"furynet-fanout\"} == 1").len(),
+        2,
+        "both fan-out servers scraped"
+    );
 
     // Every alert expression evaluates (firing or not), the rules are loaded and healthy, and
-    // every agent metric an alert reads has series (Typha's wait for the fan-out server).
+    // every metric an alert reads has series (agents' and fan-out servers').
     let rules = get("/api/v1/rules");
     let mut alerts = 0;
     let mut unread = Vec::new();
@@ -217,7 +225,9 @@ fn metrics_alerts_and_dashboards_against_a_real_prometheus() {
             query(q);
             alerts += 1;
             for token in q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')) {
-                if (token.starts_with("furynet_") || token.starts_with("felix_"))
+                if (token.starts_with("furynet_")
+                    || token.starts_with("felix_")
+                    || token.starts_with("typha_"))
                     && query(token).is_empty()
                 {
                     unread.push(format!("{}: {token}", r["name"]));
@@ -242,7 +252,7 @@ fn metrics_alerts_and_dashboards_against_a_real_prometheus() {
         "{st}"
     );
 
-    // Every panel returns data (fan-out: no server yet, so only that its PromQL evaluates).
+    // Every panel of every dashboard returns data, the fan-out dashboard's included.
     let mut panels = Vec::new();
     for f in std::fs::read_dir(root().join("deploy/monitoring/dashboards")).unwrap() {
         let path = f.unwrap().path();
@@ -251,16 +261,15 @@ fn metrics_alerts_and_dashboards_against_a_real_prometheus() {
         let mut exprs = Vec::new();
         panel_exprs(&d, &mut exprs);
         assert!(!exprs.is_empty(), "{}", path.display());
-        let fanout = path.to_string_lossy().contains("fanout");
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        panels.extend(exprs.into_iter().map(|(t, e)| (name.clone(), t, e, fanout)));
+        panels.extend(exprs.into_iter().map(|(t, e)| (name.clone(), t, e)));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let empty: Vec<String> = panels
             .iter()
-            .filter(|(_, _, e, fanout)| query(&substitute(e)).is_empty() && !fanout)
-            .map(|(f, t, e, _)| format!("{f}: {t}: {e}"))
+            .filter(|(_, _, e)| query(&substitute(e)).is_empty())
+            .map(|(f, t, e)| format!("{f}: {t}: {e}"))
             .collect();
         if empty.is_empty() {
             break;

@@ -312,7 +312,7 @@ fn wait_ready(mut child: std::process::Child, what: &str, log: &std::path::Path)
 /// Fan-out replica `k`'s health and metrics port inside the underlay namespace.
 pub const FANOUT_HEALTH_BASE_PORT: u16 = 9098;
 /// ... exposed on the host at 127.0.0.1:(this + k) with `--monitoring`.
-pub const FANOUT_METRICS_BASE_PORT: u16 = 19090;
+pub const FANOUT_METRICS_BASE_PORT: u16 = 19190;
 /// The port agents reach the fan-out servers on (Typha's).
 pub const FANOUT_PORT: u16 = 5473;
 

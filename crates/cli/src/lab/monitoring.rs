@@ -276,7 +276,7 @@ mod tests {
         let c = config(&state, std::path::Path::new("/r"));
         assert!(c.contains("- /r/*.yaml"), "{c}");
         assert!(c.contains("job_name: furynet-fanout"), "{c}");
-        assert!(c.contains("127.0.0.1:19090"), "{c}");
+        assert!(c.contains("127.0.0.1:19190"), "{c}");
         assert!(c.contains("targets: ['127.0.0.1:19101']\n        labels: {node: node-1, pod: furynet-agent-node-1, namespace: kube-system}"), "{c}");
     }
 }
