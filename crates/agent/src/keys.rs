@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub const CLUSTER_PREFIX: &str = "cluster/";
 pub const NODES_PREFIX: &str = "nodes/";
+/// EndpointSlices, as the kubernetes datastore summarises them (not used by the dataplane yet).
+pub const ENDPOINT_SLICES_PREFIX: &str = "cluster/endpointslices/";
 pub const AGENTS_PREFIX: &str = "agents/";
 
 pub fn namespace_key(name: &str) -> String {

@@ -16,11 +16,12 @@ use furynet_ipam::records::{BlockRecord, BLOCKS_PREFIX};
 use furynet_model::Cluster;
 use furynet_policy::Engine;
 
-use crate::keys::{NodeRecord, Object, CLUSTER_PREFIX, NODES_PREFIX};
+use crate::keys::{NodeRecord, Object, CLUSTER_PREFIX, ENDPOINT_SLICES_PREFIX, NODES_PREFIX};
 
-/// Prefixes whose content shapes a node's dataplane.
+/// Prefixes whose content shapes a node's dataplane. EndpointSlices (from the kubernetes
+/// datastore) are not used by the dataplane yet, so they neither wake the agent nor count.
 pub fn relevant(key: &str) -> bool {
-    key.starts_with(CLUSTER_PREFIX)
+    (key.starts_with(CLUSTER_PREFIX) && !key.starts_with(ENDPOINT_SLICES_PREFIX))
         || key.starts_with(NODES_PREFIX)
         || key.starts_with(BLOCKS_PREFIX)
 }

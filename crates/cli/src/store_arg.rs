@@ -6,7 +6,8 @@ use std::sync::Arc;
 use furynet_datastore::{open, Datastore, DatastoreConfig};
 
 /// Parses `--datastore`: a directory (embedded store), `embedded:DIR`, or etcd client URLs
-/// (`etcd://HOST:PORT[,HOST:PORT]`, or `http://HOST:PORT[,...]`).
+/// (`etcd://HOST:PORT[,HOST:PORT]`, or `http://HOST:PORT[,...]`), or the Kubernetes API
+/// (`kubernetes` for the in-cluster config or `$KUBECONFIG`, `kubernetes:KUBECONFIG`).
 pub fn parse(s: &str) -> Result<DatastoreConfig, String> {
     if let Some(rest) = s.strip_prefix("etcd://") {
         let endpoints: Vec<String> = rest
@@ -18,6 +19,21 @@ pub fn parse(s: &str) -> Result<DatastoreConfig, String> {
             return Err(format!("{s:?}: no etcd endpoint after etcd://"));
         }
         return Ok(DatastoreConfig::Etcd { endpoints });
+    }
+    if s == "kubernetes" {
+        return Ok(DatastoreConfig::Kubernetes {
+            kubeconfig: None,
+            lease_namespace: None,
+        });
+    }
+    if let Some(path) = s.strip_prefix("kubernetes:") {
+        if path.is_empty() {
+            return Err(format!("{s:?}: no kubeconfig path after kubernetes:"));
+        }
+        return Ok(DatastoreConfig::Kubernetes {
+            kubeconfig: Some(PathBuf::from(path)),
+            lease_namespace: None,
+        });
     }
     if s.starts_with("http://") || s.starts_with("https://") {
         return Ok(DatastoreConfig::Etcd {
@@ -65,6 +81,21 @@ mod tests {
             })
         );
         assert!(parse("etcd://").is_err());
+        assert_eq!(
+            parse("kubernetes:/etc/k"),
+            Ok(DatastoreConfig::Kubernetes {
+                kubeconfig: Some("/etc/k".into()),
+                lease_namespace: None
+            })
+        );
+        assert!(matches!(
+            parse("kubernetes"),
+            Ok(DatastoreConfig::Kubernetes {
+                kubeconfig: None,
+                ..
+            })
+        ));
+        assert!(parse("kubernetes:").is_err());
         assert!(parse("").is_err());
     }
 }

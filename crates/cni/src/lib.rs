@@ -37,6 +37,13 @@ pub fn open_allocator(conf: &NetConf, node: &str) -> Result<Box<dyn Allocator>, 
         DatastoreConf::Etcd { endpoints } => DatastoreConfig::Etcd {
             endpoints: endpoints.clone(),
         },
+        DatastoreConf::Kubernetes {
+            kubeconfig,
+            lease_namespace,
+        } => DatastoreConfig::Kubernetes {
+            kubeconfig: kubeconfig.clone(),
+            lease_namespace: lease_namespace.clone(),
+        },
     };
     let pools = conf
         .pools

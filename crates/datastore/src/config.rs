@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 /// The datastore a component connects to.
 ///
 /// JSON forms: `{"type":"embedded","path":"/var/lib/furynet"}` and
-/// `{"type":"etcd","endpoints":["http://127.0.0.1:2379"]}`.
+/// `{"type":"etcd","endpoints":["http://127.0.0.1:2379"]}` and
+/// `{"type":"kubernetes","kubeconfig":"/etc/cni/net.d/furynet-kubeconfig"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum DatastoreConfig {
@@ -20,6 +21,20 @@ pub enum DatastoreConfig {
     Etcd {
         /// Client URLs, e.g. `http://127.0.0.1:2379`.
         endpoints: Vec<String>,
+    },
+    /// The Kubernetes API (custom resources for furynet's own state).
+    Kubernetes {
+        /// A kubeconfig file; absent: in-cluster config, then `$KUBECONFIG`, then
+        /// `~/.kube/config` (as kubectl).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kubeconfig: Option<PathBuf>,
+        /// Namespace of the Lease objects behind datastore leases (default `kube-system`).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            rename = "leaseNamespace"
+        )]
+        lease_namespace: Option<String>,
     },
 }
 
@@ -56,6 +71,24 @@ mod tests {
         );
         let round = serde_json::to_string(&c).unwrap();
         assert!(round.contains(r#""type":"etcd""#));
+        let k: DatastoreConfig = serde_json::from_str(
+            r#"{"type":"kubernetes","kubeconfig":"/k","leaseNamespace":"furynet"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            k,
+            DatastoreConfig::Kubernetes {
+                kubeconfig: Some("/k".into()),
+                lease_namespace: Some("furynet".into())
+            }
+        );
+        assert!(matches!(
+            serde_json::from_str::<DatastoreConfig>(r#"{"type":"kubernetes"}"#).unwrap(),
+            DatastoreConfig::Kubernetes {
+                kubeconfig: None,
+                lease_namespace: None
+            }
+        ));
         assert!(serde_json::from_str::<DatastoreConfig>(r#"{"type":"zookeeper"}"#).is_err());
         assert!(serde_json::from_str::<DatastoreConfig>(r#"{"type":"embedded"}"#).is_err());
     }

@@ -8,6 +8,7 @@
 //! - [`embedded`]: a SQLite file (WAL mode) that every process on one machine can use at
 //!   once. The default: no server to run.
 //! - [`etcd`]: a real etcd v3 cluster.
+//! - [`kubernetes`]: the Kubernetes API (core objects read-only, furynet's state in CRDs).
 //!
 //! Keys are relative to a root prefix chosen at open time (default [`DEFAULT_ROOT`],
 //! `/furynet/`), so the key `ipam/blocks/10.244.0.0-26` is stored as
@@ -120,5 +121,18 @@ pub fn open_with_root(config: &DatastoreConfig, root: &str) -> Result<Arc<dyn Da
             root,
             etcd::EtcdOptions::default(),
         )?),
+        DatastoreConfig::Kubernetes {
+            kubeconfig,
+            lease_namespace,
+        } => {
+            let mut options = kubernetes::KubeOptions {
+                kubeconfig: kubeconfig.clone(),
+                ..Default::default()
+            };
+            if let Some(ns) = lease_namespace {
+                options.lease_namespace = ns.clone();
+            }
+            Arc::new(kubernetes::KubeStore::connect(root, options)?)
+        }
     })
 }

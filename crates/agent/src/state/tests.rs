@@ -241,3 +241,20 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 }
+
+#[test]
+fn endpoint_slices_do_not_shape_the_dataplane() {
+    assert!(relevant("cluster/pods/a/b"));
+    assert!(relevant("nodes/n1"));
+    assert!(!relevant("cluster/endpointslices/shop/web-abc"));
+    let mut s = Snapshot::default();
+    let ev = Event::Put(KeyValue {
+        key: "cluster/endpointslices/shop/web-abc".into(),
+        value: br#"{"kind":"EndpointSlice"}"#.to_vec(),
+        create_revision: 3,
+        mod_revision: 3,
+        lease: None,
+    });
+    assert!(!s.apply(&ev), "an EndpointSlice must not wake the agent");
+    assert!(s.decode().errors.is_empty());
+}

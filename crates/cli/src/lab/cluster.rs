@@ -465,6 +465,7 @@ fn cni_conf(state: &LabState, node: &str) -> Res<String> {
         furynet_datastore::DatastoreConfig::Etcd { endpoints } => {
             serde_json::json!({"type": "etcd", "endpoints": endpoints})
         }
+        other => return Err(format!("the lab cannot run on the datastore {other:?}")),
     };
     Ok(serde_json::json!({
         "cniVersion": "1.1.0", "name": "k8s-pod-network", "type": "furynet-cni",

@@ -37,6 +37,12 @@ pub enum DatastoreConf {
     Embedded { path: PathBuf },
     /// A real etcd v3 cluster.
     Etcd { endpoints: Vec<String> },
+    /// The Kubernetes API: a kubeconfig file (absent: in-cluster config, then `$KUBECONFIG`),
+    /// and the namespace of lease objects.
+    Kubernetes {
+        kubeconfig: Option<PathBuf>,
+        lease_namespace: Option<String>,
+    },
 }
 
 /// An IP pool and the prefix length of the per-node blocks carved from it.
@@ -327,14 +333,36 @@ fn parse_datastore(v: Option<&Value>, errs: &mut Vec<String>) -> DatastoreConf {
             };
             DatastoreConf::Etcd { endpoints }
         }
+        Some("kubernetes") => {
+            unknown_fields(
+                obj,
+                "datastore",
+                &["type", "kubeconfig", "leaseNamespace"],
+                errs,
+            );
+            let kubeconfig = opt_string(obj, "kubeconfig", errs).map(PathBuf::from);
+            if let Some(p) = kubeconfig.as_ref().filter(|p| !p.is_absolute()) {
+                errs.push(format!(
+                    "datastore.kubeconfig {}: must be an absolute path",
+                    p.display()
+                ));
+            }
+            let lease_namespace = opt_string(obj, "leaseNamespace", errs);
+            DatastoreConf::Kubernetes {
+                kubeconfig,
+                lease_namespace,
+            }
+        }
         Some(other) => {
             errs.push(format!(
-                "datastore.type {other:?}: expected \"embedded\" or \"etcd\""
+                "datastore.type {other:?}: expected \"embedded\", \"etcd\" or \"kubernetes\""
             ));
             fallback
         }
         None => {
-            errs.push("datastore.type is missing (\"embedded\" or \"etcd\")".into());
+            errs.push(
+                "datastore.type is missing (\"embedded\", \"etcd\" or \"kubernetes\")".into(),
+            );
             fallback
         }
     }

@@ -150,3 +150,27 @@ fn gc_attachments_new_and_old_key() {
     }
     assert_eq!(full(contract()).unwrap().valid_attachments, None);
 }
+
+#[test]
+fn kubernetes_datastore() {
+    let c = full(json!({"cniVersion":"1.1.0","name":"n","type":"furynet-cni",
+        "datastore":{"type":"kubernetes","kubeconfig":"/etc/cni/net.d/furynet-kubeconfig"},
+        "ipam":{"pools":["10.99.0.0/16"]}}))
+    .unwrap();
+    assert_eq!(
+        c.datastore,
+        DatastoreConf::Kubernetes {
+            kubeconfig: Some("/etc/cni/net.d/furynet-kubeconfig".into()),
+            lease_namespace: None
+        }
+    );
+    let e = full(json!({"cniVersion":"1.1.0","name":"n","type":"furynet-cni",
+        "datastore":{"type":"kubernetes","kubeconfig":"relative","bogus":1},
+        "ipam":{"pools":["10.99.0.0/16"]}}))
+    .unwrap_err();
+    let msg = format!("{e:?}");
+    assert!(
+        msg.contains("datastore.kubeconfig") && msg.contains("bogus"),
+        "{msg}"
+    );
+}

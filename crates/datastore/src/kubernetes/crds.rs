@@ -112,9 +112,13 @@ pub struct IPAMHandleSpec {
 pub struct DatastoreEntrySpec {
     /// The datastore key this object stores.
     pub key: String,
-    /// The stored value (JSON).
+    /// The stored value when it is UTF-8 text (usually JSON), as a string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_value")]
-    pub value: serde_json::Value,
+    pub value: Option<serde_json::Value>,
+    /// The stored value when it is not UTF-8, base64-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 /// The CRDs as `(file name, YAML)`, in a fixed order, plus `kustomization.yaml` listing them.
