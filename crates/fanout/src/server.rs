@@ -498,6 +498,27 @@ async fn connection(
         .await;
         return Err(message);
     }
+    // Before the first complete list of the datastore there is nothing true to send (a
+    // snapshot of nothing would leave the agent believing the cluster empty): wait for it a
+    // while, then send the agent elsewhere.
+    let deadline = Instant::now() + shared.cfg.handshake_timeout;
+    while !shared.hub().synced() {
+        if Instant::now() >= deadline || stopped(shared) {
+            shared.metrics.refuse("not_synced");
+            let message =
+                "this fan-out server has not read the datastore yet; try again or another server"
+                    .to_string();
+            let _ = send(
+                &mut wr,
+                &Msg::Error {
+                    message: message.clone(),
+                },
+            )
+            .await;
+            return Err(message);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _streaming = Streaming::new(shared);
     let plan = shared.hub_mut().plan(resume_from);
     let (start, revision, mut cursor, snapshot) = match plan {

@@ -121,6 +121,27 @@ pub struct DatastoreEntrySpec {
     pub data: Option<String>,
 }
 
+/// Create the CRDs through the API (those that exist already are left as they are): what
+/// `kubectl apply -k deploy/crds` does, for tests and tools.
+pub async fn install(client: &kube::Client) -> Result<(), kube::Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    for crd in [
+        IPPool::crd(),
+        IPAMBlock::crd(),
+        BlockAffinity::crd(),
+        IPAMHandle::crd(),
+        DatastoreEntry::crd(),
+    ] {
+        match api.create(&Default::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The CRDs as `(file name, YAML)`, in a fixed order, plus `kustomization.yaml` listing them.
 pub fn crds() -> Result<Vec<(String, String)>, serde_yaml_ng::Error> {
     let defs = [
