@@ -117,7 +117,7 @@ fn fanout_serves_the_kubernetes_api() {
     let addr = server.local_addr().to_string();
     let clients: Vec<_> = (0..5)
         .map(|i| {
-            FanoutStore::connect(ClientConfig::new(vec![addr.clone()], &format!("n{i}"))).unwrap()
+            FanoutStore::connect(ClientConfig::new(vec![addr.clone()], format!("n{i}"))).unwrap()
         })
         .collect();
     for c in &clients {
