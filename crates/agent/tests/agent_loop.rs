@@ -3,65 +3,20 @@
 //! the status record follows, and stopping withdraws it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use furynet_agent::keys::{agent_key, AgentStatus, Object};
 use furynet_agent::state::NodeSetup;
-use furynet_agent::{Config, Dataplane, Health};
-use furynet_dataplane::nft::{Applied, TableView};
-use furynet_dataplane::routing::plan::{Encapsulation, RoutingPlan};
+use furynet_agent::{Config, Health};
+use furynet_dataplane::routing::plan::Encapsulation;
 use furynet_datastore::{open, Datastore, DatastoreConfig};
 use furynet_model::{NetworkPolicy, Pod};
-
-#[derive(Default)]
-struct Fake {
-    local: Mutex<HashMap<IpAddr, String>>,
-    /// (delta, resync) of every nft sync call.
-    syncs: Mutex<Vec<(String, bool)>>,
-    fail_nft: AtomicBool,
-    routes: AtomicUsize,
-}
-
-impl Dataplane for Fake {
-    fn local_endpoints(&self) -> Result<HashMap<IpAddr, String>, String> {
-        Ok(self.local.lock().unwrap().clone())
-    }
-    fn program_routes(&self, _: &RoutingPlan) -> Result<usize, String> {
-        self.routes.fetch_add(1, Ordering::SeqCst);
-        Ok(0)
-    }
-    fn apply_nft(&self, script: &str) -> Result<(), String> {
-        if self.fail_nft.load(Ordering::SeqCst) {
-            return Err("nft: Operation not permitted (injected)".into());
-        }
-        self.syncs.lock().unwrap().push((script.to_string(), false));
-        Ok(())
-    }
-    fn sync_nft(
-        &self,
-        previous: Option<&TableView>,
-        delta: &str,
-        _: &str,
-        _: &TableView,
-    ) -> Result<Applied, String> {
-        if self.fail_nft.load(Ordering::SeqCst) {
-            return Err("nft: Operation not permitted (injected)".into());
-        }
-        self.syncs
-            .lock()
-            .unwrap()
-            .push((delta.to_string(), previous.is_none()));
-        Ok(if previous.is_none() {
-            Applied::Resync
-        } else {
-            Applied::Delta
-        })
-    }
-}
+use support::Fake;
 
 fn pod(name: &str, ip: &str) -> Object {
     Object::Pod(Pod {

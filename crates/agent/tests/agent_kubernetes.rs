@@ -1,0 +1,187 @@
+//! The agent loop on the kubernetes datastore (the fake API server: a real HTTP server speaking
+//! the Kubernetes API — no live cluster can run here), with a recording fake dataplane: the
+//! agent reads Pods and NetworkPolicies created through the API, registers its underlay on its
+//! Node, reports its status in a custom resource on a Lease, programs a policy created later
+//! as one delta, and withdraws its status when stopped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use furynet_agent::keys::{agent_key, AgentStatus};
+use furynet_agent::state::NodeSetup;
+use furynet_agent::{Config, Health};
+use furynet_dataplane::routing::plan::Encapsulation;
+use furynet_datastore::kubernetes::{crds, KubeOptions, KubeStore};
+use furynet_datastore::{Datastore, DEFAULT_ROOT};
+use furynet_fake_apiserver::FakeApiServer;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use support::Fake;
+
+fn status(ds: &dyn Datastore) -> Option<AgentStatus> {
+    ds.get(&agent_key("node-a"))
+        .unwrap()
+        .map(|kv| serde_json::from_slice(&kv.value).unwrap())
+}
+
+fn wait(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn agent_runs_on_the_kubernetes_api() {
+    let api = FakeApiServer::start().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async {
+        let kc = Kubeconfig::from_yaml(&api.kubeconfig_yaml()).unwrap();
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+        cfg.default_retry = false;
+        let c = kube::Client::try_from(cfg).unwrap();
+        crds::install(&c).await.unwrap();
+        let pp = PostParams::default();
+        Api::<Namespace>::all(c.clone())
+            .create(&pp, &obj(serde_json::json!({"metadata": {"name": "shop"}})))
+            .await
+            .unwrap();
+        let nodes = Api::<Node>::all(c.clone());
+        nodes
+            .create(&pp, &obj(serde_json::json!({"metadata": {"name": "node-a"}})))
+            .await
+            .unwrap();
+        nodes
+            .patch_status(
+                "node-a",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"status": {"addresses": [
+                    {"type": "InternalIP", "address": "192.0.2.10"}]}})),
+            )
+            .await
+            .unwrap();
+        let pods = Api::<Pod>::namespaced(c.clone(), "shop");
+        pods.create(
+            &pp,
+            &obj(serde_json::json!({"metadata": {"name": "web", "labels": {"app": "web"}},
+                "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "x"}]}})),
+        )
+        .await
+        .unwrap();
+        pods.patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"podIP": "10.244.0.2", "podIPs": [{"ip": "10.244.0.2"}]}})),
+        )
+        .await
+        .unwrap();
+        c
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let ds: Arc<dyn Datastore> = Arc::new(
+        KubeStore::connect(
+            DEFAULT_ROOT,
+            KubeOptions {
+                kubeconfig: Some(kubeconfig),
+                lease_namespace: "kube-node-lease".into(),
+                ..KubeOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+
+    let fake = Arc::new(Fake::default());
+    fake.local
+        .lock()
+        .unwrap()
+        .insert("10.244.0.2".parse().unwrap(), "fnyaaaaaaaaaaa".into());
+    let mut cfg = Config::new(NodeSetup {
+        name: "node-a".into(),
+        underlay: Ipv4Addr::new(172, 31, 0, 1),
+        underlay_mtu: 1500,
+        encapsulation: Encapsulation::default(),
+    });
+    cfg.resync_interval = Duration::from_secs(3600);
+    cfg.status_ttl = Duration::from_secs(5);
+    let health = Health::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(furynet_agent::metrics::Metrics::register(&mut registry));
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (ds, fake, health, stop, cfg, metrics) = (
+            ds.clone(),
+            fake.clone(),
+            health.clone(),
+            stop.clone(),
+            cfg.clone(),
+            metrics.clone(),
+        );
+        std::thread::spawn(move || {
+            furynet_agent::run(&cfg, ds.as_ref(), fake.as_ref(), &health, &metrics, &stop)
+        })
+    };
+
+    wait("first sync", || {
+        status(ds.as_ref()).is_some_and(|s| s.in_sync)
+    });
+    assert_eq!(
+        status(ds.as_ref()).unwrap().endpoints,
+        1,
+        "the pod from the API is local"
+    );
+    // The registration went onto the Node as its underlay annotation.
+    let node = ds.get("nodes/node-a").unwrap().unwrap();
+    assert_eq!(node.value, br#"{"name":"node-a","underlay":"172.31.0.1"}"#);
+    assert!(status(ds.as_ref()).is_some());
+    let leased = ds.get(&agent_key("node-a")).unwrap().unwrap().lease;
+    assert!(leased.is_some(), "the status sits on a lease");
+
+    // A NetworkPolicy created with the API: programmed as one delta.
+    let before = fake.syncs.lock().unwrap().len();
+    rt.block_on(async {
+        Api::<NetworkPolicy>::namespaced(client.clone(), "shop")
+            .create(
+                &PostParams::default(),
+                &obj(serde_json::json!({"metadata": {"name": "deny"},
+                    "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})),
+            )
+            .await
+            .unwrap();
+    });
+    wait("policy programmed", || {
+        status(ds.as_ref()).is_some_and(|s| s.in_sync && s.policies == 1)
+    });
+    let syncs = fake.syncs.lock().unwrap().clone();
+    assert!(syncs.len() > before);
+    assert!(
+        syncs[before..]
+            .iter()
+            .any(|(d, full)| !full && d.contains("add rule")),
+        "a delta with the policy's rules: {:?}",
+        &syncs[before..]
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    handle.join().unwrap().unwrap();
+    assert!(status(ds.as_ref()).is_none(), "status withdrawn on stop");
+}
