@@ -31,7 +31,8 @@ pub struct AgentArgs {
     /// This node's underlay IPv4 address (VXLAN endpoint, next hop for direct routes).
     #[arg(long, env = "FURYNET_NODE_IP")]
     node_ip: Ipv4Addr,
-    /// Datastore: a directory (embedded, the default /var/lib/furynet) or etcd://HOST:PORT[,...].
+    /// Datastore: a directory (embedded, the default /var/lib/furynet), etcd://HOST:PORT[,...], or
+    /// kubernetes[:KUBECONFIG] (the Kubernetes API; in-cluster config or $KUBECONFIG without a path).
     #[arg(long, env = "FURYNET_DATASTORE", default_value = "/var/lib/furynet")]
     datastore: String,
     /// Pod-to-pod transport between nodes.

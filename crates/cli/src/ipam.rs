@@ -22,7 +22,8 @@ use crate::store_arg;
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct IpamArgs {
-    /// Datastore: a directory (embedded store), `embedded:DIR`, or `etcd://HOST:PORT[,...]`.
+    /// Datastore: a directory (embedded store), `embedded:DIR`, `etcd://HOST:PORT[,...]`, or
+    /// `kubernetes[:KUBECONFIG]` (the Kubernetes API).
     #[arg(long, global = true, env = "FURYNET_DATASTORE", value_parser = store_arg::parse,
           default_value = DatastoreConfig::DEFAULT_EMBEDDED_PATH)]
     datastore: DatastoreConfig,

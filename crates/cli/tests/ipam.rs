@@ -105,3 +105,57 @@ fn unusable_datastore_is_an_error() {
     assert_eq!(code, 1);
     assert!(err.contains("datastore"), "{err}");
 }
+
+/// The same commands on the kubernetes datastore (`--datastore kubernetes:KUBECONFIG`), against
+/// the fake API server (a real HTTP server speaking the Kubernetes API; no live cluster here).
+#[test]
+fn show_and_check_on_the_kubernetes_datastore() {
+    let api = furynet_fake_apiserver::FakeApiServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(cfg).unwrap();
+        furynet_datastore::kubernetes::crds::install(&client)
+            .await
+            .unwrap();
+    });
+    let config = DatastoreConfig::Kubernetes {
+        kubeconfig: Some(kubeconfig.clone()),
+        lease_namespace: None,
+    };
+    let ipam = Ipam::new(IpamStore(open(&config).unwrap()));
+    let pools = [PoolConfig::with_block_prefix(
+        "10.244.0.0/16".parse().unwrap(),
+        26,
+    )];
+    for (i, node) in ["node-1", "node-2"].iter().enumerate() {
+        let req = AllocRequest::for_container(&format!("ctr{i}"), "eth0", node, &pools)
+            .unwrap()
+            .with_pod("shop", &format!("web-{i}"));
+        ipam.allocate(&req).unwrap();
+    }
+    let arg = format!("kubernetes:{}", kubeconfig.display());
+    let (code, out, err) = furynet(std::path::Path::new(&arg), &["ipam", "show", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["allocations"].as_array().unwrap().len(), 2);
+    let (code, _, err) = furynet(std::path::Path::new(&arg), &["ipam", "check"]);
+    assert_eq!(code, 0, "{err}");
+    // Without the CRDs the error says how to install them.
+    let bare = furynet_fake_apiserver::FakeApiServer::start().unwrap();
+    let bare_kc = dir.path().join("bare");
+    bare.write_kubeconfig(&bare_kc).unwrap();
+    let arg = format!("kubernetes:{}", bare_kc.display());
+    let (code, _, err) = furynet(std::path::Path::new(&arg), &["ipam", "show"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("deploy/crds"), "{err}");
+}
