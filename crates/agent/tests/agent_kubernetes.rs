@@ -7,15 +7,11 @@
 
 mod support;
 
-use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use furynet_agent::keys::{agent_key, AgentStatus};
-use furynet_agent::state::NodeSetup;
-use furynet_agent::{Config, Health};
-use furynet_dataplane::routing::plan::Encapsulation;
 use furynet_datastore::kubernetes::{crds, KubeOptions, KubeStore};
 use furynet_datastore::{Datastore, DEFAULT_ROOT};
 use furynet_fake_apiserver::FakeApiServer;
@@ -115,31 +111,8 @@ fn agent_runs_on_the_kubernetes_api() {
         .lock()
         .unwrap()
         .insert("10.244.0.2".parse().unwrap(), "fnyaaaaaaaaaaa".into());
-    let mut cfg = Config::new(NodeSetup {
-        name: "node-a".into(),
-        underlay: Ipv4Addr::new(172, 31, 0, 1),
-        underlay_mtu: 1500,
-        encapsulation: Encapsulation::default(),
-    });
-    cfg.resync_interval = Duration::from_secs(3600);
-    cfg.status_ttl = Duration::from_secs(5);
-    let health = Health::new();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(furynet_agent::metrics::Metrics::register(&mut registry));
-    let stop = Arc::new(AtomicBool::new(false));
-    let handle = {
-        let (ds, fake, health, stop, cfg, metrics) = (
-            ds.clone(),
-            fake.clone(),
-            health.clone(),
-            stop.clone(),
-            cfg.clone(),
-            metrics.clone(),
-        );
-        std::thread::spawn(move || {
-            furynet_agent::run(&cfg, ds.as_ref(), fake.as_ref(), &health, &metrics, &stop)
-        })
-    };
+    let support::Running { handle, stop, .. } =
+        support::start(ds.clone(), fake.clone(), Duration::from_secs(5));
 
     wait("first sync", || {
         status(ds.as_ref()).is_some_and(|s| s.in_sync)

@@ -326,6 +326,24 @@ fn follow(shared: &Shared, ds: &dyn Datastore) -> Result<(), DsError> {
     Ok(())
 }
 
+/// Count a refused agent under `reason`, tell it why (best effort), and return the message.
+async fn refuse<W: tokio::io::AsyncWrite + Unpin>(
+    shared: &Shared,
+    wr: &mut W,
+    reason: &str,
+    message: String,
+) -> String {
+    shared.metrics.refuse(reason);
+    let _ = send(
+        wr,
+        &Msg::Error {
+            message: message.clone(),
+        },
+    )
+    .await;
+    message
+}
+
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     loop {
         match listener.accept().await {
@@ -465,18 +483,10 @@ async fn connection(
             ..
         }) => (name, resume_from),
         Some(Msg::Hello { protocol, .. }) => {
-            shared.metrics.refuse("protocol");
             let message = format!(
                 "protocol version {protocol} is not supported: this server speaks {PROTOCOL}; upgrade the agent or the fan-out server"
             );
-            let _ = send(
-                &mut wr,
-                &Msg::Error {
-                    message: message.clone(),
-                },
-            )
-            .await;
-            return Err(message);
+            return Err(refuse(shared, &mut wr, "protocol", message).await);
         }
         other => {
             shared.metrics.refuse("protocol");
@@ -484,19 +494,11 @@ async fn connection(
         }
     };
     if shared.connections.load(Ordering::Relaxed) >= shared.cfg.max_clients {
-        shared.metrics.refuse("capacity");
         let message = format!(
             "server full ({} agents): try another fan-out server",
             shared.cfg.max_clients
         );
-        let _ = send(
-            &mut wr,
-            &Msg::Error {
-                message: message.clone(),
-            },
-        )
-        .await;
-        return Err(message);
+        return Err(refuse(shared, &mut wr, "capacity", message).await);
     }
     // Before the first complete list of the datastore there is nothing true to send (a
     // snapshot of nothing would leave the agent believing the cluster empty): wait for it a
@@ -504,18 +506,9 @@ async fn connection(
     let deadline = Instant::now() + shared.cfg.handshake_timeout;
     while !shared.hub().synced() {
         if Instant::now() >= deadline || stopped(shared) {
-            shared.metrics.refuse("not_synced");
             let message =
-                "this fan-out server has not read the datastore yet; try again or another server"
-                    .to_string();
-            let _ = send(
-                &mut wr,
-                &Msg::Error {
-                    message: message.clone(),
-                },
-            )
-            .await;
-            return Err(message);
+                "this fan-out server has not read the datastore yet; try again or another server";
+            return Err(refuse(shared, &mut wr, "not_synced", message.into()).await);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

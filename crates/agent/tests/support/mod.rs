@@ -3,8 +3,16 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use furynet_agent::state::NodeSetup;
+use furynet_agent::{Config, Health};
+use furynet_dataplane::routing::plan::Encapsulation;
+use furynet_datastore::Datastore;
 
 use furynet_agent::Dataplane;
 use furynet_dataplane::nft::{Applied, TableView};
@@ -55,5 +63,44 @@ impl Dataplane for Fake {
         } else {
             Applied::Delta
         })
+    }
+}
+
+/// An agent loop for node `node-a` (underlay 172.31.0.1) running on its own thread.
+pub struct Running {
+    pub handle: JoinHandle<Result<(), furynet_agent::agent::AgentError>>,
+    pub stop: Arc<AtomicBool>,
+    pub health: Arc<Health>,
+    pub registry: prometheus_client::registry::Registry,
+    pub metrics: Arc<furynet_agent::metrics::Metrics>,
+}
+
+/// Start the agent loop on `ds` with the `fake` dataplane (no periodic resync; the status
+/// record on a lease of `status_ttl`).
+pub fn start(ds: Arc<dyn Datastore>, fake: Arc<Fake>, status_ttl: Duration) -> Running {
+    let mut cfg = Config::new(NodeSetup {
+        name: "node-a".into(),
+        underlay: Ipv4Addr::new(172, 31, 0, 1),
+        underlay_mtu: 1500,
+        encapsulation: Encapsulation::default(),
+    });
+    cfg.resync_interval = Duration::from_secs(3600);
+    cfg.status_ttl = status_ttl;
+    let health = Health::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(furynet_agent::metrics::Metrics::register(&mut registry));
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (health, stop, metrics) = (health.clone(), stop.clone(), metrics.clone());
+        std::thread::spawn(move || {
+            furynet_agent::run(&cfg, ds.as_ref(), fake.as_ref(), &health, &metrics, &stop)
+        })
+    };
+    Running {
+        handle,
+        stop,
+        health,
+        registry,
+        metrics,
     }
 }
