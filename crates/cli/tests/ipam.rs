@@ -150,6 +150,20 @@ fn show_and_check_on_the_kubernetes_datastore() {
     assert_eq!(v["allocations"].as_array().unwrap().len(), 2);
     let (code, _, err) = furynet(std::path::Path::new(&arg), &["ipam", "check"]);
     assert_eq!(code, 0, "{err}");
+    // `--datastore kubernetes` infers the config as kubectl does: here from $KUBECONFIG.
+    let out = Command::new(env!("CARGO_BIN_EXE_furynet"))
+        .args(["ipam", "show", "-o", "json", "--datastore", "kubernetes"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["allocations"].as_array().unwrap().len(), 2);
     // Without the CRDs the error says how to install them.
     let bare = furynet_fake_apiserver::FakeApiServer::start().unwrap();
     let bare_kc = dir.path().join("bare");
