@@ -76,6 +76,42 @@ pub fn classify(status: u16, idempotent: bool, retry_after: Option<u64>, attempt
     }
 }
 
+/// A client-side rate limit on requests (client-go's QPS/burst): a token bucket refilled at
+/// `qps` per second, holding at most `burst`. [`TokenBucket::take`] reserves one token and
+/// says how long to wait before using it, so callers queue fairly instead of spinning.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    qps: f64,
+    burst: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket. `qps` and `burst` below 1 are raised to 1.
+    pub fn new(qps: f64, burst: u32, now: std::time::Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        TokenBucket {
+            qps: qps.max(1.0),
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Reserve a token at `now`; the delay before the request may go out.
+    pub fn take(&mut self, now: std::time::Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.qps).min(self.burst) - 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.qps)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -119,5 +155,25 @@ mod tests {
         assert_eq!(classify(409, true, None, 0), Retry::Never);
         assert_eq!(classify(404, true, None, 0), Retry::Never);
         assert_eq!(backoff(40), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn token_bucket_allows_a_burst_then_paces() {
+        let t0 = std::time::Instant::now();
+        let mut b = TokenBucket::new(10.0, 3, t0);
+        for _ in 0..3 {
+            assert_eq!(b.take(t0), Duration::ZERO);
+        }
+        // The 4th and 5th requests queue behind each other: 100 ms, then 200 ms.
+        let d4 = b.take(t0);
+        let d5 = b.take(t0);
+        assert!((d4.as_secs_f64() - 0.1).abs() < 1e-6, "{d4:?}");
+        assert!((d5.as_secs_f64() - 0.2).abs() < 1e-6, "{d5:?}");
+        // After a quiet second the bucket is full again (never more than the burst).
+        let t1 = t0 + Duration::from_secs(10);
+        for _ in 0..3 {
+            assert_eq!(b.take(t1), Duration::ZERO);
+        }
+        assert!(b.take(t1) > Duration::ZERO);
     }
 }

@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 
 use super::codec::{self, LEASE_LABEL};
 use super::names::{object_name, Resource};
-use super::status::{backoff, classify, read_only, Retry, BACKEND};
+use super::status::{backoff, classify, read_only, Retry, TokenBucket, BACKEND};
 use crate::error::{Error, Result};
 use crate::keys::{check_key, check_revision, DEFAULT_ROOT};
 use crate::types::{Event, KeyValue};
@@ -66,6 +66,10 @@ pub struct KubeOptions {
     /// How long a watch over several resources holds an event back waiting for the other
     /// resources' streams to pass its revision (they are separate HTTP streams).
     pub merge_hold: Duration,
+    /// Client-side rate limit: sustained requests per second (watch streams excluded).
+    pub qps: f64,
+    /// Client-side rate limit: requests allowed at once above `qps`.
+    pub burst: u32,
 }
 
 impl Default for KubeOptions {
@@ -74,8 +78,10 @@ impl Default for KubeOptions {
             kubeconfig: None,
             lease_namespace: "kube-system".into(),
             request_timeout: Duration::from_secs(10),
-            sweep_interval: Duration::from_secs(2),
+            sweep_interval: Duration::from_secs(10),
             merge_hold: Duration::from_millis(50),
+            qps: 50.0,
+            burst: 100,
         }
     }
 }
@@ -83,6 +89,7 @@ impl Default for KubeOptions {
 struct Inner {
     client: Client,
     options: KubeOptions,
+    limiter: std::sync::Mutex<TokenBucket>,
 }
 
 /// A datastore in the Kubernetes API.
@@ -179,6 +186,13 @@ impl Inner {
     {
         let mut attempt = 0;
         loop {
+            let wait = match self.limiter.lock() {
+                Ok(mut b) => b.take(Instant::now()),
+                Err(p) => p.into_inner().take(Instant::now()),
+            };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             let res = match tokio::time::timeout(self.options.request_timeout, f()).await {
                 Ok(r) => r,
                 Err(_) => Err(kube::Error::Service(
@@ -838,16 +852,26 @@ impl KubeStore {
             let _guard = runtime.enter();
             Client::try_from(config).map_err(|e| open_err(e.to_string()))?
         };
-        let inner = Arc::new(Inner { client, options });
+        let limiter =
+            std::sync::Mutex::new(TokenBucket::new(options.qps, options.burst, Instant::now()));
+        let inner = Arc::new(Inner {
+            client,
+            options,
+            limiter,
+        });
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
         let sweeper = inner.clone();
         runtime.spawn(async move {
             let mut pass: u64 = 0;
+            // Stores started together (a DaemonSet rollout) spread their sweeps over the interval.
+            let interval_ms = sweeper.options.sweep_interval.as_millis().max(1) as u64;
+            let mut next = Duration::from_millis(interval_ms + new_lease_id() as u64 % interval_ms);
             loop {
                 tokio::select! {
                     _ = &mut stop_rx => return,
-                    _ = tokio::time::sleep(sweeper.options.sweep_interval) => {}
+                    _ = tokio::time::sleep(next) => {}
                 }
+                next = sweeper.options.sweep_interval;
                 pass += 1;
                 if let Err(e) = sweeper.sweep(pass.is_multiple_of(10)).await {
                     tracing::debug!(error = %e, "lease sweep failed; retrying next interval");
