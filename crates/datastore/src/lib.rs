@@ -19,6 +19,7 @@ mod config;
 mod error;
 mod keys;
 mod put;
+mod runtime;
 mod types;
 mod watch;
 

@@ -79,6 +79,10 @@ fn store(c: &Cluster) -> KubeStore {
             kubeconfig: Some(c.kubeconfig.clone()),
             sweep_interval: Duration::from_millis(500),
             request_timeout: Duration::from_secs(5),
+            // The suite writes thousands of revisions as fast as it can; the default client
+            // rate limit (50/s) would only make it slow (the limiter is unit-tested).
+            qps: 5000.0,
+            burst: 5000,
             ..KubeOptions::default()
         },
     )
@@ -415,4 +419,21 @@ fn ipam_runs_on_the_kubernetes_store() {
         ipam.usage().unwrap().iter().map(|p| p.used()).sum::<u64>(),
         0
     );
+}
+
+/// A watch keeps working after the store that opened it is dropped (it holds the client's
+/// runtime), and dropping it then ends everything without a panic.
+#[test]
+fn a_watch_outlives_its_store() {
+    let c = cluster(true);
+    let first = store(&c);
+    let mut w = first.watch("outlive/", 0).unwrap();
+    drop(first);
+    let second = store(&c);
+    let r = second.create("outlive/k", b"v", None).unwrap();
+    match w.recv_timeout(Duration::from_secs(10)).unwrap() {
+        Some(Event::Put(kv)) => assert_eq!((kv.key.as_str(), kv.mod_revision), ("outlive/k", r)),
+        other => panic!("{other:?}"),
+    }
+    drop(w);
 }

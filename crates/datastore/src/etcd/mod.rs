@@ -16,10 +16,10 @@ use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn,
     TxnOp, TxnOpResponse, WatchOptions,
 };
-use tokio::runtime::{Handle, Runtime};
 
 use crate::error::{Error, Result};
 use crate::keys::{check_key, check_revision, prefix_end, Root};
+use crate::runtime::OwnedRuntime;
 use crate::types::KeyValue;
 use crate::watch::{Watch, WATCH_BUFFER};
 use crate::Datastore;
@@ -47,36 +47,6 @@ impl Default for EtcdOptions {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(5),
         }
-    }
-}
-
-/// The client's runtime. Shut down without waiting when the last user (the store or a watch
-/// thread) lets go, so dropping a store never blocks or panics, even inside async code.
-struct OwnedRuntime {
-    handle: Handle,
-    runtime: Option<Runtime>,
-}
-
-impl Drop for OwnedRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl OwnedRuntime {
-    /// Run `fut` to completion on the calling thread (I/O is driven by the worker thread).
-    /// tokio forbids this on a thread that is already running async code, so refuse there
-    /// instead of panicking.
-    fn block_on<F: Future>(&self, op: &'static str, fut: F) -> Result<F::Output> {
-        if Handle::try_current().is_ok() {
-            return Err(Error::InvalidArgument {
-                op,
-                reason: "the datastore API blocks; from async code call it inside tokio::task::spawn_blocking".into(),
-            });
-        }
-        Ok(self.handle.block_on(fut))
     }
 }
 
@@ -126,10 +96,7 @@ impl EtcdStore {
             .with_connect_timeout(options.connect_timeout)
             .with_timeout(options.request_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let rt = Arc::new(OwnedRuntime {
-            handle: rt.handle().clone(),
-            runtime: Some(rt),
-        });
+        let rt = Arc::new(OwnedRuntime::new(rt));
         let client = rt
             .block_on("open", Client::connect(endpoints, Some(connect_options)))?
             .map_err(|e| Error::Open {

@@ -32,7 +32,6 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{json, Value};
-use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
 use super::codec::{self, LEASE_LABEL};
@@ -40,6 +39,7 @@ use super::names::{object_name, Resource};
 use super::status::{backoff, classify, read_only, Retry, TokenBucket, BACKEND};
 use crate::error::{Error, Result};
 use crate::keys::{check_key, check_revision, DEFAULT_ROOT};
+use crate::runtime::OwnedRuntime;
 use crate::types::{Event, KeyValue};
 use crate::watch::{Watch, WATCH_BUFFER};
 use crate::Datastore;
@@ -95,7 +95,7 @@ struct Inner {
 /// A datastore in the Kubernetes API.
 pub struct KubeStore {
     inner: Arc<Inner>,
-    runtime: Option<Runtime>,
+    runtime: Arc<OwnedRuntime>,
     stop_sweeper: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -112,9 +112,6 @@ impl Drop for KubeStore {
     fn drop(&mut self) {
         if let Some(stop) = self.stop_sweeper.take() {
             let _ = stop.send(());
-        }
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
         }
     }
 }
@@ -825,31 +822,34 @@ impl KubeStore {
             location: location.clone(),
             reason,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("furynet-kube")
-            .enable_all()
-            .build()
-            .map_err(|e| open_err(format!("cannot start the client runtime: {e}")))?;
+        let runtime = Arc::new(OwnedRuntime::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("furynet-kube")
+                .enable_all()
+                .build()
+                .map_err(|e| open_err(format!("cannot start the client runtime: {e}")))?,
+        ));
         let path = options.kubeconfig.clone();
-        let config = run_on(runtime.handle(), async move {
-            let mut config = match path {
-                Some(p) => {
-                    let kc = Kubeconfig::read_from(&p).map_err(|e| e.to_string())?;
-                    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                        .await
-                        .map_err(|e| e.to_string())?
-                }
-                None => Config::infer().await.map_err(|e| e.to_string())?,
-            };
-            // Retries are ours (bounded, and never for writes that may have applied).
-            config.default_retry = false;
-            Ok::<_, String>(config)
-        })
-        .map_err(&open_err)?
-        .map_err(&open_err)?;
+        let config = runtime
+            .run(async move {
+                let mut config = match path {
+                    Some(p) => {
+                        let kc = Kubeconfig::read_from(&p).map_err(|e| e.to_string())?;
+                        Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                            .await
+                            .map_err(|e| e.to_string())?
+                    }
+                    None => Config::infer().await.map_err(|e| e.to_string())?,
+                };
+                // Retries are ours (bounded, and never for writes that may have applied).
+                config.default_retry = false;
+                Ok::<_, String>(config)
+            })
+            .map_err(&open_err)?
+            .map_err(&open_err)?;
         let client = {
-            let _guard = runtime.enter();
+            let _guard = runtime.handle().enter();
             Client::try_from(config).map_err(|e| open_err(e.to_string()))?
         };
         let limiter =
@@ -861,7 +861,7 @@ impl KubeStore {
         });
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
         let sweeper = inner.clone();
-        runtime.spawn(async move {
+        runtime.handle().spawn(async move {
             let mut pass: u64 = 0;
             // Stores started together (a DaemonSet rollout) spread their sweeps over the interval.
             let interval_ms = sweeper.options.sweep_interval.as_millis().max(1) as u64;
@@ -880,7 +880,7 @@ impl KubeStore {
         });
         Ok(KubeStore {
             inner,
-            runtime: Some(runtime),
+            runtime,
             stop_sweeper: Some(stop_tx),
         })
     }
@@ -890,26 +890,10 @@ impl KubeStore {
         F: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        let rt = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| unavailable(op, "the store is closed"))?;
-        run_on(rt.handle(), f(self.inner.clone())).map_err(|e| unavailable(op, e))?
+        self.runtime
+            .run(f(self.inner.clone()))
+            .map_err(|e| unavailable(op, e))?
     }
-}
-
-/// Run `fut` on the runtime and wait for it from this thread (works from any thread, also
-/// one of another runtime, unlike `block_on`).
-fn run_on<T: Send + 'static>(
-    handle: &tokio::runtime::Handle,
-    fut: impl Future<Output = T> + Send + 'static,
-) -> std::result::Result<T, String> {
-    let (tx, rx) = sync_channel(1);
-    handle.spawn(async move {
-        let _ = tx.send(fut.await);
-    });
-    rx.recv()
-        .map_err(|_| "the client runtime stopped".to_string())
 }
 
 impl Datastore for KubeStore {
@@ -957,16 +941,13 @@ impl Datastore for KubeStore {
             // Kubernetes watches return changes after the given resourceVersion.
             (from_revision - 1).max(1)
         };
-        let rt = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| unavailable("watch", "the store is closed"))?;
+        // The watch thread keeps the runtime alive: a watch may outlive its store.
+        let rt = self.runtime.clone();
         let (tx, rx) = sync_channel(WATCH_BUFFER);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let inner = self.inner.clone();
         let prefix = prefix.to_string();
         let from = from_revision.max(start + 1);
-        let handle = rt.handle().clone();
         std::thread::Builder::new()
             .name("furynet-kube-watch".into())
             .spawn(move || {
@@ -977,7 +958,7 @@ impl Datastore for KubeStore {
                     .into_iter()
                     .enumerate()
                     .map(|(i, r)| {
-                        handle.spawn(watch_resource(
+                        rt.handle().spawn(watch_resource(
                             inner.clone(),
                             r,
                             i,
@@ -989,7 +970,7 @@ impl Datastore for KubeStore {
                     .collect();
                 drop(ev_tx);
                 let merged = merge(ev_rx, n, from, inner.options.merge_hold, tx);
-                handle.block_on(async move {
+                rt.handle().block_on(async move {
                     tokio::select! {
                         _ = stop_rx => {},
                         _ = merged => {},
