@@ -314,6 +314,27 @@ fn core_objects_are_the_agents_values_and_read_only() {
         s.create("nodes/n2", br#"{"name":"n2","underlay":"192.0.2.2"}"#, None),
         Err(Error::InvalidArgument { .. })
     ));
+
+    // A Node without any address yet stands for no key; the agent's registration creates it
+    // (as the annotation), and a second create is AlreadyExists.
+    with_client(&c.server, async |client| {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+        nodes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({"metadata": {"name": "n3"}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    });
+    assert!(s.get("nodes/n3").unwrap().is_none());
+    let rec = br#"{"name":"n3","underlay":"192.0.2.3"}"#;
+    furynet_datastore::put(&s, "nodes/n3", rec, None).unwrap();
+    assert_eq!(s.get("nodes/n3").unwrap().unwrap().value, rec);
+    assert!(matches!(
+        s.create("nodes/n3", rec, None),
+        Err(Error::AlreadyExists { .. })
+    ));
 }
 
 #[test]

@@ -375,6 +375,9 @@ impl Inner {
 
     async fn create(&self, key: &str, value: &[u8], lease: Option<i64>) -> Result<i64> {
         check_key("create", key)?;
+        if Resource::of_key(key) == Resource::Nodes && lease.is_none() {
+            return self.create_node(key, value).await;
+        }
         let r = writable("create", key)?;
         let obj = codec::new_object(r, key, value, lease)?;
         if let Some(id) = lease {
@@ -450,10 +453,42 @@ impl Inner {
         }
     }
 
+    /// `nodes/<name>` of a Node that exists but has no usable address yet (so the key does
+    /// not exist): the registration sets its underlay annotation. A Node that is missing is the
+    /// kubelet's to create; one that already stands for the key is `AlreadyExists`.
+    async fn create_node(&self, key: &str, value: &[u8]) -> Result<i64> {
+        let name = object_name(Resource::Nodes, key);
+        let Some(node) = self.get_obj(Resource::Nodes, &name).await? else {
+            return Err(writable("create", key)
+                .err()
+                .unwrap_or_else(|| read_only("create", key)));
+        };
+        let rev = codec::revision_of(&node)?;
+        if codec::decode(Resource::Nodes, &node)?.is_some() {
+            return Err(Error::AlreadyExists {
+                key: key.into(),
+                mod_revision: rev,
+            });
+        }
+        self.patch_underlay("create", key, value, rev).await
+    }
+
     /// `nodes/<name>` is the core Node: an update sets its underlay annotation.
     async fn update_node(&self, key: &str, value: &[u8], expected: i64) -> Result<i64> {
+        self.patch_underlay("update", key, value, expected).await
+    }
+
+    /// Set the Node's underlay annotation from a node record, if the Node is still at
+    /// resourceVersion `expected`.
+    async fn patch_underlay(
+        &self,
+        op: &'static str,
+        key: &str,
+        value: &[u8],
+        expected: i64,
+    ) -> Result<i64> {
         let rec: Value = serde_json::from_slice(value).map_err(|e| Error::InvalidArgument {
-            op: "update",
+            op,
             reason: format!(
                 "{key}: a node record must be JSON {{\"name\":..,\"underlay\":..}}: {e}"
             ),
@@ -468,7 +503,7 @@ impl Inner {
             rec.get("name").and_then(Value::as_str) == Some(name.as_str()),
         ) else {
             return Err(Error::InvalidArgument {
-                op: "update",
+                op,
                 reason: format!(
                     "{key}: a node record needs \"name\": {name:?} and an IPv4 \"underlay\""
                 ),
@@ -479,23 +514,15 @@ impl Inner {
         let api = self.api(Resource::Nodes);
         let pp = PatchParams::default();
         let patch = Patch::Merge(&patch);
-        match self
-            .call("update", true, || api.patch(&name, &pp, &patch))
-            .await
-        {
+        match self.call(op, true, || api.patch(&name, &pp, &patch)).await {
             Ok(o) => codec::revision_of(&to_value(o)?),
             Err(e) => match api_code(&e) {
-                Some(409) => Err(conflict(
-                    "update",
-                    key,
-                    expected,
-                    self.current_of(key).await?,
-                )),
+                Some(409) => Err(conflict(op, key, expected, self.current_of(key).await?)),
                 Some(404) => Err(Error::NotFound {
-                    op: "update",
+                    op,
                     key: key.into(),
                 }),
-                _ => Err(map_err("update", key, e)),
+                _ => Err(map_err(op, key, e)),
             },
         }
     }
