@@ -18,7 +18,6 @@ use furynet_fake_apiserver::FakeApiServer;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use support::Fake;
 
 fn status(ds: &dyn Datastore) -> Option<AgentStatus> {
@@ -48,12 +47,7 @@ fn agent_runs_on_the_kubernetes_api() {
         .build()
         .unwrap();
     let client = rt.block_on(async {
-        let kc = Kubeconfig::from_yaml(&api.kubeconfig_yaml()).unwrap();
-        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .unwrap();
-        cfg.default_retry = false;
-        let c = kube::Client::try_from(cfg).unwrap();
+        let c = api.client().await.unwrap();
         crds::install(&c).await.unwrap();
         let pp = PostParams::default();
         Api::<Namespace>::all(c.clone())
@@ -98,9 +92,8 @@ fn agent_runs_on_the_kubernetes_api() {
         KubeStore::connect(
             DEFAULT_ROOT,
             KubeOptions {
-                kubeconfig: Some(kubeconfig),
                 lease_namespace: "kube-node-lease".into(),
-                ..KubeOptions::default()
+                ..KubeOptions::with_kubeconfig(kubeconfig)
             },
         )
         .unwrap(),

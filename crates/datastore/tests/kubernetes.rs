@@ -21,16 +21,10 @@ use furynet_datastore::{Datastore, DatastoreConfig, Error, Event, DEFAULT_ROOT};
 use furynet_fake_apiserver::FakeApiServer;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 
 async fn client(server: &FakeApiServer) -> Client {
-    let kc = Kubeconfig::from_yaml(&server.kubeconfig_yaml()).unwrap();
-    let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    cfg.default_retry = false;
-    Client::try_from(cfg).unwrap()
+    server.client().await.unwrap()
 }
 
 async fn install_crds(c: &Client) {

@@ -185,6 +185,19 @@ impl FakeApiServer {
         std::fs::write(path, self.kubeconfig_yaml())
     }
 
+    /// A kube-rs client for this server through its kubeconfig, without kube's default
+    /// retries of 429/503/504 (which would hide injected failures and wait for minutes).
+    /// Call it inside a tokio runtime.
+    pub async fn client(&self) -> Result<kube::Client, String> {
+        use kube::config::{KubeConfigOptions, Kubeconfig};
+        let kc = Kubeconfig::from_yaml(&self.kubeconfig_yaml()).map_err(|e| e.to_string())?;
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        cfg.default_retry = false;
+        kube::Client::try_from(cfg).map_err(|e| e.to_string())
+    }
+
     /// The latest revision (the resourceVersion of the last write).
     pub fn current_revision(&self) -> i64 {
         lock(&self.shared.state).rev

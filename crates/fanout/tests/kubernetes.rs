@@ -13,16 +13,6 @@ use furynet_fake_apiserver::FakeApiServer;
 use furynet_fanout::{ClientConfig, FanoutMetrics, FanoutStore, Server, ServerConfig};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-
-async fn kube_client(server: &FakeApiServer) -> kube::Client {
-    let kc = Kubeconfig::from_yaml(&server.kubeconfig_yaml()).unwrap();
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    cfg.default_retry = false;
-    kube::Client::try_from(cfg).unwrap()
-}
 
 fn pod(name: &str) -> Pod {
     serde_json::from_value(serde_json::json!({
@@ -82,7 +72,7 @@ fn fanout_serves_the_kubernetes_api() {
         .build()
         .unwrap();
     let client = rt.block_on(async {
-        let c = kube_client(&api).await;
+        let c = api.client().await.unwrap();
         crds::install(&c).await.unwrap();
         let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
         for i in 0..20 {
@@ -94,14 +84,7 @@ fn fanout_serves_the_kubernetes_api() {
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig).unwrap();
     let ds: Arc<dyn Datastore> = Arc::new(
-        KubeStore::connect(
-            DEFAULT_ROOT,
-            KubeOptions {
-                kubeconfig: Some(kubeconfig),
-                ..KubeOptions::default()
-            },
-        )
-        .unwrap(),
+        KubeStore::connect(DEFAULT_ROOT, KubeOptions::with_kubeconfig(kubeconfig)).unwrap(),
     );
     ds.create("agents/n1", b"{\"node\":\"n1\"}", None).unwrap();
 

@@ -72,6 +72,16 @@ pub struct KubeOptions {
     pub burst: u32,
 }
 
+impl KubeOptions {
+    /// The defaults, with the config read from the kubeconfig file `path`.
+    pub fn with_kubeconfig(path: impl Into<PathBuf>) -> Self {
+        KubeOptions {
+            kubeconfig: Some(path.into()),
+            ..KubeOptions::default()
+        }
+    }
+}
+
 impl Default for KubeOptions {
     fn default() -> Self {
         KubeOptions {

@@ -15,12 +15,7 @@ pub async fn client(server: &FakeApiServer) -> Client {
 
 /// A client without kube's default retries of 429/503/504.
 pub async fn client_no_retry(server: &FakeApiServer) -> Client {
-    let kc = Kubeconfig::from_yaml(&server.kubeconfig_yaml()).expect("kubeconfig parses");
-    let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    cfg.default_retry = false;
-    Client::try_from(cfg).expect("client")
+    server.client().await.expect("client")
 }
 
 /// The API error a kube call failed with.
