@@ -452,3 +452,24 @@ fn a_watch_outlives_its_store() {
     }
     drop(w);
 }
+
+/// A watch whose API server goes away ends with a retryable error after its bounded retries,
+/// instead of going silent.
+#[test]
+fn a_watch_ends_when_the_api_server_stays_away() {
+    let c = cluster(true);
+    let s = store(&c);
+    let mut w = s.watch("gone/", 0).unwrap();
+    let Cluster { server, _dir, .. } = c;
+    drop(server);
+    let started = std::time::Instant::now();
+    let err = loop {
+        match w.recv_timeout(Duration::from_secs(1)) {
+            Ok(None) if started.elapsed() < Duration::from_secs(30) => continue,
+            Ok(other) => panic!("expected the watch to end, got {other:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("datastoreentries"), "{err}");
+}

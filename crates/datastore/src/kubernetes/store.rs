@@ -1103,6 +1103,17 @@ async fn watch_resource(
                         &format!("watch {}", codec::resource_name(r)),
                         e,
                     )),
+                    // The API server stays unreachable: end the watch so that the consumer
+                    // learns it (an agent reports itself out of sync and re-lists).
+                    _ if failures + 1 >= MAX_ATTEMPTS => Some(map_err(
+                        "watch",
+                        &format!(
+                            "watch {} ({} attempts)",
+                            codec::resource_name(r),
+                            failures + 1
+                        ),
+                        e,
+                    )),
                     _ => None,
                 };
                 if let Some(err) = err {
@@ -1114,6 +1125,7 @@ async fn watch_resource(
                 continue;
             }
         };
+        failures = 0;
         futures_util::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
             let (obj, deleted) = match ev {
@@ -1147,7 +1159,6 @@ async fn watch_resource(
                     break;
                 }
             };
-            failures = 0;
             let obj = match to_value(obj) {
                 Ok(o) => o,
                 Err(e) => {
