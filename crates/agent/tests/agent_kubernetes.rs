@@ -9,30 +9,16 @@ mod support;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use furynet_agent::keys::{agent_key, AgentStatus};
+use furynet_agent::keys::agent_key;
 use furynet_datastore::kubernetes::{crds, KubeOptions, KubeStore};
 use furynet_datastore::{Datastore, DEFAULT_ROOT};
 use furynet_fake_apiserver::FakeApiServer;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use support::Fake;
-
-fn status(ds: &dyn Datastore) -> Option<AgentStatus> {
-    ds.get(&agent_key("node-a"))
-        .unwrap()
-        .map(|kv| serde_json::from_slice(&kv.value).unwrap())
-}
-
-fn wait(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use support::{status, wait, Fake};
 
 fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).unwrap()

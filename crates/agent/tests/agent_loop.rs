@@ -7,12 +7,12 @@ mod support;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use furynet_agent::keys::{agent_key, AgentStatus, Object};
-use furynet_datastore::{open, Datastore, DatastoreConfig};
+use furynet_agent::keys::Object;
+use furynet_datastore::{open, DatastoreConfig};
 use furynet_model::{NetworkPolicy, Pod};
-use support::Fake;
+use support::{status, wait, Fake};
 
 fn pod(name: &str, ip: &str) -> Object {
     Object::Pod(Pod {
@@ -35,20 +35,6 @@ fn deny_all() -> Object {
     );
     let p: NetworkPolicy = docs.cluster.policies[0].clone();
     Object::NetworkPolicy(p)
-}
-
-fn status(ds: &dyn Datastore) -> Option<AgentStatus> {
-    ds.get(&agent_key("node-a"))
-        .unwrap()
-        .map(|kv| serde_json::from_slice(&kv.value).unwrap())
-}
-
-fn wait(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

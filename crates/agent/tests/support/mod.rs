@@ -104,3 +104,22 @@ pub fn start(ds: Arc<dyn Datastore>, fake: Arc<Fake>, status_ttl: Duration) -> R
         metrics,
     }
 }
+
+/// `node-a`'s status record, if any.
+pub fn status(ds: &dyn Datastore) -> Option<furynet_agent::keys::AgentStatus> {
+    ds.get(&furynet_agent::keys::agent_key("node-a"))
+        .unwrap()
+        .map(|kv| serde_json::from_slice(&kv.value).unwrap())
+}
+
+/// Poll `f` until it holds (15 s at most).
+pub fn wait(what: &str, mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
