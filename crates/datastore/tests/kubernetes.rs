@@ -473,3 +473,48 @@ fn a_watch_ends_when_the_api_server_stays_away() {
     assert!(err.is_retryable(), "{err:?}");
     assert!(err.to_string().contains("datastoreentries"), "{err}");
 }
+
+/// A watch over every resource (11 Kubernetes watches merged) delivers changes of different
+/// resources in revision order, each exactly once.
+#[test]
+fn a_watch_over_all_resources_is_in_revision_order() {
+    let c = cluster(true);
+    let s = store(&c);
+    let mut w = s.watch("", 0).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..10 {
+        expected.push(s.create(&format!("order/e{i}"), b"v", None).unwrap());
+        let rev = with_client(&c.server, async |client| {
+            let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+            let created = ns
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(
+                        serde_json::json!({"metadata": {"name": format!("ns-{i}")}}),
+                    )
+                    .unwrap(),
+                )
+                .await
+                .unwrap();
+            created
+                .metadata
+                .resource_version
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        });
+        expected.push(rev);
+        expected.push(
+            s.create(&format!("ipam/handles/h{i}"), br#"{"ips":[]}"#, None)
+                .unwrap(),
+        );
+    }
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        match w.recv_timeout(Duration::from_secs(10)).unwrap() {
+            Some(ev) => got.push(ev.revision()),
+            None => panic!("only {} of {} events: {got:?}", got.len(), expected.len()),
+        }
+    }
+    assert_eq!(got, expected);
+}
