@@ -10,7 +10,7 @@ pub mod objects;
 pub mod validate;
 pub mod workload;
 
-pub use decode::{load_paths, load_str, Loaded};
+pub use decode::{load_paths, load_str, load_value, Loaded};
 pub use diag::{Diagnostic, Severity};
 pub use labels::{LabelSelector, Labels, Operator, Requirement, NAMESPACE_NAME_LABEL};
 pub use net::{IpBlock, PortSpec, Protocol};

@@ -423,3 +423,21 @@ fn diagnostics_display_is_readable() {
         "error: test.yaml document 0: Pod x/a: spec.containers[0].ports[0].containerPort: Required value"
     );
 }
+
+/// An object already parsed (from the Kubernetes API) decodes exactly as its text does.
+#[test]
+fn load_value_decodes_like_load_str() {
+    let v = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 8080, "name": "http"}]}]},
+        "status": {"podIP": "10.0.0.5"}
+    });
+    let from_value = furynet_model::load_value("api", &v);
+    let from_text = furynet_model::load_str("api", &v.to_string());
+    assert_eq!(from_value.cluster.pods, from_text.cluster.pods);
+    assert_eq!(from_value.cluster.pods.len(), 1);
+    let bad = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 70000}]}]}});
+    assert!(furynet_model::load_value("api", &bad).has_errors());
+}

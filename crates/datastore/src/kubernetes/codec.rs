@@ -332,8 +332,7 @@ fn model_value(r: Resource, obj: &Value) -> Option<Vec<u8>> {
     if let Some(m) = full.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("managedFields");
     }
-    let text = serde_json::to_string(&full).ok()?;
-    let loaded = furynet_model::load_str("kubernetes-api", &text);
+    let loaded = furynet_model::load_value("kubernetes-api", &full);
     let name = str_at(obj, "/metadata/name");
     let ns = str_at(obj, "/metadata/namespace");
     let c = &loaded.cluster;

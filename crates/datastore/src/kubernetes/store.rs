@@ -415,7 +415,7 @@ impl Inner {
         check_revision("update", key, expected)?;
         let r = Resource::of_key(key);
         if r == Resource::Nodes {
-            return self.update_node(key, value, expected).await;
+            return self.patch_underlay("update", key, value, expected).await;
         }
         let r = writable("update", key)?;
         let name = object_name(r, key);
@@ -469,9 +469,7 @@ impl Inner {
     async fn create_node(&self, key: &str, value: &[u8]) -> Result<i64> {
         let name = object_name(Resource::Nodes, key);
         let Some(node) = self.get_obj(Resource::Nodes, &name).await? else {
-            return Err(writable("create", key)
-                .err()
-                .unwrap_or_else(|| read_only("create", key)));
+            return Err(kubelet_owns("create", key));
         };
         let rev = codec::revision_of(&node)?;
         if codec::decode(Resource::Nodes, &node)?.is_some() {
@@ -481,11 +479,6 @@ impl Inner {
             });
         }
         self.patch_underlay("create", key, value, rev).await
-    }
-
-    /// `nodes/<name>` is the core Node: an update sets its underlay annotation.
-    async fn update_node(&self, key: &str, value: &[u8], expected: i64) -> Result<i64> {
-        self.patch_underlay("update", key, value, expected).await
     }
 
     /// Set the Node's underlay annotation from a node record, if the Node is still at
@@ -728,6 +721,8 @@ impl Inner {
             }
         }
         if orphans {
+            // Lease ids on keys but not among the live leases, each checked once below.
+            let mut suspects = std::collections::BTreeSet::new();
             for r in Resource::ALL.into_iter().filter(|r| codec::is_custom(*r)) {
                 let api = self.api(r);
                 let lp = ListParams::default().labels(LEASE_LABEL);
@@ -743,10 +738,13 @@ impl Inner {
                         .and_then(|l| l.get(LEASE_LABEL))
                         .and_then(|v| v.parse::<i64>().ok());
                     if let Some(id) = id.filter(|id| !live.contains(id)) {
-                        if self.lease(id).await?.is_none() {
-                            self.delete_labelled(&format!("{LEASE_LABEL}={id}")).await?;
-                        }
+                        suspects.insert(id);
                     }
+                }
+            }
+            for id in suspects {
+                if self.lease(id).await?.is_none() {
+                    self.delete_labelled(&format!("{LEASE_LABEL}={id}")).await?;
                 }
             }
         }
@@ -766,12 +764,17 @@ fn conflict(op: &'static str, key: &str, expected: i64, current: i64) -> Error {
 /// The writable resource of `key`, or why it cannot be written.
 fn writable(op: &'static str, key: &str) -> Result<Resource> {
     match Resource::of_key(key) {
-        Resource::Nodes => Err(Error::InvalidArgument {
-            op,
-            reason: format!("{key:?} is a Kubernetes Node: nodes are registered by the kubelet; furynet only updates their underlay annotation"),
-        }),
+        Resource::Nodes => Err(kubelet_owns(op, key)),
         r if r.writable() => Ok(r),
         _ => Err(read_only(op, key)),
+    }
+}
+
+/// The error for creating a Node or deleting one: only its underlay annotation is ours.
+fn kubelet_owns(op: &'static str, key: &str) -> Error {
+    Error::InvalidArgument {
+        op,
+        reason: format!("{key:?} is a Kubernetes Node: nodes are registered by the kubelet; furynet only updates their underlay annotation"),
     }
 }
 

@@ -72,6 +72,19 @@ pub fn load_str(file: &str, text: &str) -> Loaded {
     loader.finish()
 }
 
+/// Loads one already-parsed object (or `List`), e.g. from the Kubernetes API; `file` names it
+/// in diagnostics. The same decoding as [`load_str`] without a text round trip.
+pub fn load_value(file: &str, value: &Value) -> Loaded {
+    let mut loader = Loader::default();
+    let origin = Origin {
+        file: file.to_string(),
+        document: 0,
+        item: None,
+    };
+    loader.add_document(&origin, value);
+    loader.finish()
+}
+
 /// Where an object came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Origin {
