@@ -10,6 +10,7 @@ use furynet_datastore::{Datastore, Error as DsError, Event};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio_rustls::TlsAcceptor;
 
 use crate::hub::{FellBehind, Hub, Limits, Plan};
@@ -17,6 +18,8 @@ use crate::metrics::{syncer, Cutoff, FanoutMetrics};
 use crate::proto::{self, Msg, Start, CAPABILITIES, PROTOCOL};
 use crate::tls::{self, ServerTls};
 use crate::Error;
+
+mod sweep;
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -37,9 +40,11 @@ pub struct ServerConfig {
     pub max_clients: usize,
     /// How long a new connection may take to say hello (and finish TLS).
     pub handshake_timeout: Duration,
-    /// After a write, an agent's next write waits at least this long, so changes arriving
-    /// meanwhile go out in one write: with thousands of agents this turns a syscall and a
-    /// wake-up per change per agent into one per interval (0: write each change at once).
+    /// Agents are woken to write new changes at most once per this interval, all on one
+    /// shared clock: changes arriving meanwhile go out in one write per agent, and every
+    /// agent is served once per round in wake-up order. An isolated change goes out at once;
+    /// under churn, when a round of writes takes longer than this, rounds follow each other
+    /// as fast as the machine writes them (0: wake agents on every change).
     pub write_coalesce: Duration,
     /// Snapshots streamed at once; agents beyond wait their turn (pinged meanwhile), so a
     /// thousand agents starting together do not each get a thousandth of the machine.
@@ -90,6 +95,9 @@ struct Shared {
     backend: String,
     watching: AtomicBool,
     snapshot_slots: tokio::sync::Semaphore,
+    sweeper: sweep::Sweeper,
+    /// The hub's next sequence number (as `published`), readable without the hub's lock.
+    head: AtomicU64,
     connections: AtomicUsize,
     snapshots_sent: AtomicU64,
     resumes: AtomicU64,
@@ -105,19 +113,67 @@ impl Shared {
         self.hub.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Publishes the hub's new state to the gauges and wakes every client.
+    /// Publishes the hub's new state to the gauges; agents are woken by [`WakeClock`].
     fn published(&self, hub: &Hub) {
         let (entries, bytes) = hub.ring_usage();
         self.metrics.history_entries.set(entries as i64);
         self.metrics.history_bytes.set(bytes as i64);
         self.metrics.revision.set(hub.revision());
         self.metrics.objects.set(hub.len() as i64);
-        self.notify.send_replace(hub.next_seq());
+        self.head.store(hub.next_seq(), Ordering::Release);
     }
 
     fn cutoff(&self, why: Cutoff) {
         self.metrics.cutoff(why);
         self.cutoffs.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The one clock that wakes agents (kept by the datastore reader): at most one wake-up per
+/// `interval`, the first change after a quiet spell at once. One shared clock instead of a
+/// timer per agent means one timer in the process, and agents served in rounds: a change
+/// reaches every agent within one round of writes.
+#[derive(Debug)]
+struct WakeClock {
+    interval: Duration,
+    last: Option<Instant>,
+    /// The hub's next sequence number not yet announced.
+    due: Option<u64>,
+}
+
+impl WakeClock {
+    fn new(interval: Duration) -> Self {
+        WakeClock {
+            interval,
+            last: None,
+            due: None,
+        }
+    }
+
+    /// The hub changed up to `next_seq`: what to announce now, if the interval allows.
+    fn changed(&mut self, next_seq: u64, now: Instant) -> Option<u64> {
+        self.due = Some(next_seq);
+        self.tick(now)
+    }
+
+    /// The pending sequence number to announce, when its turn has come.
+    fn tick(&mut self, now: Instant) -> Option<u64> {
+        let seq = self.due?;
+        if self.last.is_some_and(|t| now < t + self.interval) {
+            return None;
+        }
+        self.last = Some(now);
+        self.due = None;
+        Some(seq)
+    }
+
+    /// How long the reader may block before the pending change is due (at most `max`).
+    fn wait(&self, now: Instant, max: Duration) -> Duration {
+        match (self.due, self.last) {
+            (Some(_), Some(t)) => (t + self.interval).saturating_duration_since(now).min(max),
+            (Some(_), None) => Duration::ZERO,
+            _ => max,
+        }
     }
 }
 
@@ -178,6 +234,8 @@ impl Server {
             server_id: format!("{}-{}", addr, std::process::id()),
             backend: ds.backend().to_string(),
             snapshot_slots: tokio::sync::Semaphore::new(cfg.max_concurrent_snapshots.max(1)),
+            sweeper: sweep::Sweeper::default(),
+            head: AtomicU64::new(0),
             cfg,
             metrics,
             watching: AtomicBool::new(false),
@@ -190,6 +248,11 @@ impl Server {
         let reader = std::thread::Builder::new()
             .name("fanout-reader".into())
             .spawn(move || read_loop(&s, ds.as_ref()))
+            .map_err(|e| Error::Listen(addr, e))?;
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("fanout-sweeper".into())
+            .spawn(move || sweep::run(&s))
             .map_err(|e| Error::Listen(addr, e))?;
         let s = shared.clone();
         let acceptor = tokio::spawn(accept_loop(s, listener, tls));
@@ -235,6 +298,7 @@ impl Server {
     /// Stops accepting, tells every agent (Cutoff) and stops the reader.
     pub async fn shutdown(mut self) {
         self.shared.stop.send_replace(true);
+        self.shared.sweeper.nudge();
         self.acceptor.abort();
         let deadline = Instant::now() + Duration::from_secs(2);
         while self.shared.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
@@ -249,6 +313,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shared.stop.send_replace(true);
+        self.shared.sweeper.nudge();
         self.acceptor.abort();
     }
 }
@@ -277,16 +342,26 @@ fn read_loop(shared: &Shared, ds: &dyn Datastore) {
     }
 }
 
+/// Wakes every agent waiting for changes up to `seq`.
+fn announce(shared: &Shared, seq: Option<u64>) {
+    if let Some(seq) = seq {
+        shared.notify.send_replace(seq);
+        shared.sweeper.announce(seq);
+    }
+}
+
 /// One list + watch session: `Ok` when the server stops, `Err` to re-list.
 fn follow(shared: &Shared, ds: &dyn Datastore) -> Result<(), DsError> {
     let (kvs, rev) = ds.list("")?;
     let mut watch = ds.watch("", rev + 1)?;
+    let mut clock = WakeClock::new(shared.cfg.write_coalesce);
     {
         let mut hub = shared.hub_mut();
         if hub.reset(kvs, rev, unix_nanos()).is_some() {
             shared.metrics.deltas.inc();
         }
         shared.published(&hub);
+        announce(shared, clock.changed(hub.next_seq(), Instant::now()));
     }
     shared.watching.store(true, Ordering::Relaxed);
     tracing::info!(revision = rev, "listed the datastore; watching");
@@ -294,10 +369,16 @@ fn follow(shared: &Shared, ds: &dyn Datastore) -> Result<(), DsError> {
     while !stopped(shared) {
         let first = match pending.take() {
             Some(e) => e,
-            None => match watch.recv_timeout(Duration::from_millis(200))? {
-                Some(e) => e,
-                None => continue,
-            },
+            None => {
+                let wait = clock.wait(Instant::now(), Duration::from_millis(200));
+                match watch.recv_timeout(wait)? {
+                    Some(e) => e,
+                    None => {
+                        announce(shared, clock.tick(Instant::now()));
+                        continue;
+                    }
+                }
+            }
         };
         let mut bytes = event_bytes(&first);
         let mut batch = vec![first];
@@ -317,11 +398,15 @@ fn follow(shared: &Shared, ds: &dyn Datastore) -> Result<(), DsError> {
             bytes += event_bytes(&e);
             batch.push(e);
         }
-        let mut hub = shared.hub_mut();
-        if hub.apply(&batch, unix_nanos()).is_some() {
-            shared.metrics.deltas.inc();
-        }
-        shared.published(&hub);
+        let next_seq = {
+            let mut hub = shared.hub_mut();
+            if hub.apply(&batch, unix_nanos()).is_some() {
+                shared.metrics.deltas.inc();
+            }
+            shared.published(&hub);
+            hub.next_seq()
+        };
+        announce(shared, clock.changed(next_seq, Instant::now()));
     }
     Ok(())
 }
@@ -367,15 +452,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Option<Tls
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-/// TLS (when configured), checking the client certificate's names.
+/// TLS, checking the client certificate's names.
 async fn secure(
     shared: &Shared,
     tcp: TcpStream,
-    tls: Option<TlsAcceptor>,
+    acceptor: TlsAcceptor,
 ) -> Result<Box<dyn Stream>, String> {
-    let Some(acceptor) = tls else {
-        return Ok(Box::new(tcp));
-    };
     let s = tokio::time::timeout(shared.cfg.handshake_timeout, acceptor.accept(tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
@@ -421,7 +503,7 @@ enum WriteFail {
 
 /// Writes frames as one buffer, within `timeout`; records the write latency.
 async fn write_frames<W: AsyncWrite + Unpin>(
-    shared: &Shared,
+    latency: &Histogram,
     w: &mut W,
     frames: &[Arc<[u8]>],
     timeout: Duration,
@@ -440,11 +522,7 @@ async fn write_frames<W: AsyncWrite + Unpin>(
         w.flush().await
     })
     .await;
-    shared
-        .metrics
-        .client_write_latency
-        .get_or_create(&syncer())
-        .observe(start.elapsed().as_secs_f64());
+    latency.observe(start.elapsed().as_secs_f64());
     match res {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(WriteFail::Gone),
@@ -463,7 +541,16 @@ async fn connection(
     tls: Option<TlsAcceptor>,
 ) -> Result<(), String> {
     let _ = tcp.set_nodelay(true);
-    let stream = match secure(shared, tcp, tls).await {
+    let Some(acceptor) = tls else {
+        // Plain TCP: after the snapshot, the sweeper writes this agent's deltas.
+        let (mut rd, mut wr) = tcp.into_split();
+        let (name, cursor, _streaming) = open(shared, &mut rd, &mut wr).await?;
+        let (reader, mut pong_rx) = pongs(rd);
+        let res = stream_swept(shared, wr, cursor, &mut pong_rx, &name).await;
+        reader.abort();
+        return res;
+    };
+    let stream = match secure(shared, tcp, acceptor).await {
         Ok(s) => s,
         Err(e) => {
             shared.metrics.refuse("tls");
@@ -471,7 +558,36 @@ async fn connection(
         }
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let hello = tokio::time::timeout(shared.cfg.handshake_timeout, proto::read_msg(&mut rd))
+    let (name, mut cursor, _streaming) = open(shared, &mut rd, &mut wr).await?;
+    let (reader, mut pong_rx) = pongs(rd);
+    let res = stream_deltas(shared, &mut wr, &mut cursor, &mut pong_rx, &name).await;
+    reader.abort();
+    res
+}
+
+/// Reads the agent's pongs into a channel (a task, so no read is ever cut in half).
+fn pongs<R: AsyncRead + Unpin + Send + 'static>(
+    mut rd: R,
+) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<u64>) {
+    let (pong_tx, pong_rx) = mpsc::channel::<u64>(16);
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(Msg::Pong { id })) = proto::read_msg(&mut rd).await {
+            if pong_tx.send(id).await.is_err() {
+                break;
+            }
+        }
+    });
+    (reader, pong_rx)
+}
+
+/// The handshake and the snapshot (or resume): the agent's name, its cursor into the
+/// history, and its place in the connection count.
+async fn open<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    shared: &'a Shared,
+    rd: &mut R,
+    wr: &mut W,
+) -> Result<(String, u64, Streaming<'a>), String> {
+    let hello = tokio::time::timeout(shared.cfg.handshake_timeout, proto::read_msg(rd))
         .await
         .map_err(|_| "no hello in time".to_string())?
         .map_err(|e| e.to_string())?;
@@ -486,7 +602,7 @@ async fn connection(
             let message = format!(
                 "protocol version {protocol} is not supported: this server speaks {PROTOCOL}; upgrade the agent or the fan-out server"
             );
-            return Err(refuse(shared, &mut wr, "protocol", message).await);
+            return Err(refuse(shared, wr, "protocol", message).await);
         }
         other => {
             shared.metrics.refuse("protocol");
@@ -498,7 +614,7 @@ async fn connection(
             "server full ({} agents): try another fan-out server",
             shared.cfg.max_clients
         );
-        return Err(refuse(shared, &mut wr, "capacity", message).await);
+        return Err(refuse(shared, wr, "capacity", message).await);
     }
     // Before the first complete list of the datastore there is nothing true to send (a
     // snapshot of nothing would leave the agent believing the cluster empty): wait for it a
@@ -508,13 +624,13 @@ async fn connection(
         if Instant::now() >= deadline || stopped(shared) {
             let message =
                 "this fan-out server has not read the datastore yet; try again or another server";
-            return Err(refuse(shared, &mut wr, "not_synced", message.into()).await);
+            return Err(refuse(shared, wr, "not_synced", message.into()).await);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _streaming = Streaming::new(shared);
+    let streaming = Streaming::new(shared);
     let plan = shared.hub_mut().plan(resume_from);
-    let (start, revision, mut cursor, snapshot) = match plan {
+    let (start, revision, cursor, snapshot) = match plan {
         Plan::Resume { seq, revision } => (Start::Resume, revision, seq, None),
         Plan::Snapshot(s) => (Start::Snapshot, s.revision, s.seq, Some(s)),
     };
@@ -526,15 +642,20 @@ async fn connection(
         start,
         revision,
     };
-    send(&mut wr, &welcome).await.map_err(|e| e.to_string())?;
+    send(wr, &welcome).await.map_err(|e| e.to_string())?;
     if let Some(s) = snapshot {
-        let _slot = snapshot_slot(shared, &mut wr).await?;
+        let _slot = snapshot_slot(shared, wr).await?;
         shared.metrics.snapshot_bytes.set(s.bytes as i64);
         // A snapshot is shared, so a slow reader of it costs no memory: it gets more time per
         // part than a delta write (thousands of agents starting at once share the machine).
         let timeout = shared.cfg.write_timeout * SNAPSHOT_TIMEOUT_FACTOR;
+        let write_latency = shared
+            .metrics
+            .client_write_latency
+            .get_or_create(&syncer())
+            .clone();
         for f in &s.frames {
-            if let Err(why) = write_frames(shared, &mut wr, std::slice::from_ref(f), timeout).await
+            if let Err(why) = write_frames(&write_latency, wr, std::slice::from_ref(f), timeout).await
             {
                 if why == WriteFail::Timeout {
                     shared.cutoff(Cutoff::WriteTimeout);
@@ -549,18 +670,7 @@ async fn connection(
         shared.resumes.fetch_add(1, Ordering::Relaxed);
     }
     tracing::debug!(agent = %name, ?start, revision, "agent streaming");
-    // Pongs come back on the read half.
-    let (pong_tx, mut pong_rx) = mpsc::channel::<u64>(16);
-    let reader = tokio::spawn(async move {
-        while let Ok(Some(Msg::Pong { id })) = proto::read_msg(&mut rd).await {
-            if pong_tx.send(id).await.is_err() {
-                break;
-            }
-        }
-    });
-    let res = stream_deltas(shared, &mut wr, &mut cursor, &mut pong_rx, &name).await;
-    reader.abort();
-    res
+    Ok((name, cursor, streaming))
 }
 
 /// Waits for a snapshot slot, pinging the agent meanwhile so it knows the server is alive.
@@ -593,20 +703,18 @@ async fn stream_deltas<W: AsyncWrite + Unpin>(
 ) -> Result<(), String> {
     let mut changed = shared.notify.subscribe();
     let mut stop = shared.stop.subscribe();
-    let mut ping = tokio::time::interval(shared.cfg.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
-    let mut next_id = 0u64;
-    let mut outstanding: Option<(u64, Instant)> = None;
-    let mut last_write: Option<Instant> = None;
+    let mut ping = ping_interval(shared);
+    let mut pinger = Pinger::default();
+    let write_latency = shared
+        .metrics
+        .client_write_latency
+        .get_or_create(&syncer())
+        .clone();
     loop {
-        if let Some(t) = last_write {
-            let next = t + shared.cfg.write_coalesce;
-            if next > Instant::now() {
-                tokio::time::sleep_until(next.into()).await;
-            }
-        }
-        changed.borrow_and_update();
+        // Everything up to the announced sequence number is written before waiting again;
+        // changes the hub holds beyond it go along (they are real), the rest waits for the
+        // clock's next round.
+        let announced = *changed.borrow_and_update();
         let (frames, read_at) = {
             let hub = shared.hub();
             (
@@ -627,19 +735,22 @@ async fn stream_deltas<W: AsyncWrite + Unpin>(
                 return Err(format!("{name}: cut off (behind)"));
             }
             Ok(f) if !f.is_empty() => {
-                if let Err(why) = write_frames(shared, wr, &f, shared.cfg.write_timeout).await {
+                if let Err(why) =
+                    write_frames(&write_latency, wr, &f, shared.cfg.write_timeout).await
+                {
                     if why == WriteFail::Timeout {
                         shared.cutoff(Cutoff::WriteTimeout);
                     }
                     return Err(format!("{name}: write: {why:?}"));
                 }
                 *cursor += f.len() as u64;
-                last_write = Some(Instant::now());
                 if let Some(t) = read_at {
                     let age = unix_nanos().saturating_sub(t) as f64 / 1e9;
                     shared.metrics.propagation.observe(age);
                 }
-                continue;
+                if *cursor < announced {
+                    continue;
+                }
             }
             Ok(_) => {}
         }
@@ -650,30 +761,157 @@ async fn stream_deltas<W: AsyncWrite + Unpin>(
                 return Ok(());
             }
             _ = ping.tick() => {
-                match outstanding {
-                    Some((_, sent)) if sent.elapsed() > shared.cfg.ping_timeout => {
-                        shared.cutoff(Cutoff::PingTimeout);
-                        return Err(format!("{name}: no pong in {:?}", shared.cfg.ping_timeout));
-                    }
-                    Some(_) => {}
-                    None => {
-                        next_id += 1;
-                        send(wr, &Msg::Ping { id: next_id }).await.map_err(|e| e.to_string())?;
-                        outstanding = Some((next_id, Instant::now()));
-                    }
+                if let Some(ping) = pinger.tick(shared, name)? {
+                    send(wr, &ping).await.map_err(|e| e.to_string())?;
                 }
             }
-            p = pong_rx.recv() => match p {
-                Some(id) => {
-                    if let Some((want, sent)) = outstanding {
-                        if id == want {
-                            shared.metrics.ping_latency.get_or_create(&syncer()).observe(sent.elapsed().as_secs_f64());
-                            outstanding = None;
-                        }
-                    }
-                }
-                None => return Err(format!("{name}: closed the connection")),
-            },
+            p = pong_rx.recv() => pinger.pong(shared, p, name)?,
         }
+    }
+}
+
+/// The application-level ping of one agent: one ping outstanding at a time, its round trip
+/// observed in `typha_ping_latency`, no pong within the ping timeout cuts the agent off.
+#[derive(Debug, Default)]
+struct Pinger {
+    next_id: u64,
+    outstanding: Option<(u64, Instant)>,
+}
+
+impl Pinger {
+    /// On the ping interval: the ping to send, if none is outstanding.
+    fn tick(&mut self, shared: &Shared, name: &str) -> Result<Option<Msg>, String> {
+        match self.outstanding {
+            Some((_, sent)) if sent.elapsed() > shared.cfg.ping_timeout => {
+                shared.cutoff(Cutoff::PingTimeout);
+                Err(format!("{name}: no pong in {:?}", shared.cfg.ping_timeout))
+            }
+            Some(_) => Ok(None),
+            None => {
+                self.next_id += 1;
+                self.outstanding = Some((self.next_id, Instant::now()));
+                Ok(Some(Msg::Ping { id: self.next_id }))
+            }
+        }
+    }
+
+    /// A pong arrived (`None`: the agent closed its side).
+    fn pong(&mut self, shared: &Shared, id: Option<u64>, name: &str) -> Result<(), String> {
+        let Some(id) = id else {
+            return Err(format!("{name}: closed the connection"));
+        };
+        if let Some((want, sent)) = self.outstanding {
+            if id == want {
+                let rtt = sent.elapsed().as_secs_f64();
+                shared.metrics.ping_latency.get_or_create(&syncer()).observe(rtt);
+                self.outstanding = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ping_interval(shared: &Shared) -> tokio::time::Interval {
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + shared.cfg.ping_interval,
+        shared.cfg.ping_interval,
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping
+}
+
+/// Streams deltas to an agent on plain TCP: the sweeper writes them; this task finishes
+/// writes the socket did not take, catches the agent up, pings it and cuts it off.
+async fn stream_swept(
+    shared: &Shared,
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    cursor: u64,
+    pong_rx: &mut mpsc::Receiver<u64>,
+    name: &str,
+) -> Result<(), String> {
+    let write_latency = shared
+        .metrics
+        .client_write_latency
+        .get_or_create(&syncer())
+        .clone();
+    let member = Arc::new(sweep::Member::new(wr, cursor, write_latency));
+    struct Leave<'a>(&'a Shared, Arc<sweep::Member>);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            self.0.sweeper.leave(&self.1);
+        }
+    }
+    let _leave = Leave(shared, member.clone());
+    let mut stop = shared.stop.subscribe();
+    let mut ping = ping_interval(shared);
+    let mut pinger = Pinger::default();
+    // Joined first, then caught up: an announcement in between finds the agent either way.
+    shared.sweeper.join(member.clone());
+    let mut res = member.catch_up(shared).await;
+    loop {
+        match res {
+            Ok(()) => {}
+            Err(sweep::Catch::Behind) => {
+                shared.cutoff(Cutoff::Behind);
+                let reason = "fell behind the server's history; reconnect".into();
+                if member.say(&Msg::Cutoff { reason }).is_ok() {
+                    let _ = member.catch_up(shared).await;
+                }
+                return Err(format!("{name}: cut off (behind)"));
+            }
+            Err(sweep::Catch::Write(why)) => {
+                if why == WriteFail::Timeout {
+                    shared.cutoff(Cutoff::WriteTimeout);
+                }
+                return Err(format!("{name}: write: {why:?}"));
+            }
+        }
+        res = tokio::select! {
+            _ = member.woken() => member.catch_up(shared).await,
+            _ = stop.changed() => {
+                let reason = "server stopping".into();
+                if member.say(&Msg::Cutoff { reason }).is_ok() {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), member.catch_up(shared)).await;
+                }
+                return Ok(());
+            }
+            _ = ping.tick() => match pinger.tick(shared, name)? {
+                Some(ping) => match member.say(&ping) {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(sweep::Catch::Write(WriteFail::Gone)),
+                },
+                None => Ok(()),
+            },
+            p = pong_rx.recv() => pinger.pong(shared, p, name).map(|()| Ok(()))?,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_clock_announces_at_once_then_once_per_interval() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut c = WakeClock::new(ms(10));
+        assert_eq!(c.wait(t0, ms(200)), ms(200), "nothing pending: block as long as allowed");
+        // The first change after a quiet spell goes out at once.
+        assert_eq!(c.changed(5, t0), Some(5));
+        // Changes within the interval wait, and are announced up to the latest one.
+        assert_eq!(c.changed(6, t0 + ms(2)), None);
+        assert_eq!(c.changed(8, t0 + ms(4)), None);
+        assert_eq!(c.wait(t0 + ms(4), ms(200)), ms(6));
+        assert_eq!(c.tick(t0 + ms(9)), None);
+        assert_eq!(c.tick(t0 + ms(10)), Some(8));
+        assert_eq!(c.tick(t0 + ms(30)), None, "announced once");
+        // After a quiet spell longer than the interval, at once again.
+        assert_eq!(c.changed(9, t0 + ms(40)), Some(9));
+        // A zero interval announces every change.
+        let mut z = WakeClock::new(Duration::ZERO);
+        assert_eq!(z.changed(1, t0), Some(1));
+        assert_eq!(z.changed(2, t0), Some(2));
+        assert_eq!(z.wait(t0, ms(200)), ms(200));
     }
 }

@@ -1,0 +1,339 @@
+//! Agents on plain TCP are written by one sweeper thread instead of a task each.
+//!
+//! When the wake clock announces new frames, the sweeper visits every streaming agent in turn
+//! and writes what that agent lacks with one non-blocking vectored write of the shared
+//! frames. No task is woken and no timer is armed per agent and per change, and every agent is
+//! served once per round, in the same order, so a change reaches all of them within one
+//! round. An agent whose socket does not take the whole write keeps the rest as its pending
+//! bytes (at most one write, as before), is skipped by the sweeper, and its own task finishes
+//! the write when the socket drains, catches up, and hands the agent back; a write blocked
+//! longer than the write timeout cuts the agent off. Agents on TLS keep a task each (their
+//! bytes are encrypted per connection anyway).
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, IoSlice};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+
+use super::{stopped, unix_nanos, Shared, WriteFail, MAX_WRITE_BYTES};
+use crate::hub::FellBehind;
+use crate::proto::{self, Msg};
+
+/// Why an agent can no longer be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fault {
+    /// Its cursor fell out of the history: it must resume or re-snapshot.
+    Behind,
+    /// A write failed: the connection is gone.
+    Gone,
+}
+
+/// What serving an agent ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Served {
+    UpToDate,
+    /// Bytes are pending; the agent's task finishes them.
+    Blocked,
+    Fault(Fault),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The next history sequence number this agent needs.
+    cursor: u64,
+    /// Bytes the socket did not take yet.
+    pending: Vec<u8>,
+    /// When the pending write started (write latency and timeout count from here).
+    since: Option<Instant>,
+    fault: Option<Fault>,
+    /// The agent's task ended: the sweeper drops it.
+    left: bool,
+}
+
+/// One agent on plain TCP: its socket's write half and its cursor.
+#[derive(Debug)]
+pub(super) struct Member {
+    io: OwnedWriteHalf,
+    state: Mutex<State>,
+    /// Wakes the agent's task: bytes are pending or the agent has a fault.
+    wake: Notify,
+    write_latency: Histogram,
+}
+
+/// Frames per cursor, shared by the agents of a sweep (most have the same cursor) and
+/// recomputed when the hub has grown: an agent gets everything up to the newest change when
+/// its turn comes, so a change that arrives mid-round still reaches the rest of the round.
+#[derive(Default)]
+pub(super) struct FrameCache {
+    head: u64,
+    frames: HashMap<u64, Result<(Arc<[Arc<[u8]>]>, Option<u64>), FellBehind>>,
+}
+
+impl FrameCache {
+    fn get(
+        &mut self,
+        shared: &Shared,
+        cursor: u64,
+    ) -> Result<(Arc<[Arc<[u8]>]>, Option<u64>), FellBehind> {
+        let head = shared.head.load(Ordering::Acquire);
+        if head != self.head {
+            self.frames.clear();
+            self.head = head;
+        }
+        self.frames
+            .entry(cursor)
+            .or_insert_with(|| {
+                let hub = shared.hub();
+                let frames = hub.frames_from(cursor, 1024, MAX_WRITE_BYTES)?;
+                Ok((frames.into(), hub.read_at(cursor)))
+            })
+            .clone()
+    }
+}
+
+impl Member {
+    pub(super) fn new(io: OwnedWriteHalf, cursor: u64, write_latency: Histogram) -> Self {
+        Member {
+            io,
+            state: Mutex::new(State {
+                cursor,
+                ..State::default()
+            }),
+            wake: Notify::new(),
+            write_latency,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fail(&self, st: &mut State, fault: Fault) -> Served {
+        st.fault = Some(fault);
+        self.wake.notify_one();
+        Served::Fault(fault)
+    }
+
+    /// Writes the frames this agent lacks, up to at least sequence `upto`, without blocking.
+    pub(super) fn serve(&self, shared: &Shared, cache: &mut FrameCache, upto: u64) -> Served {
+        let mut st = self.lock();
+        if let Some(f) = st.fault {
+            return Served::Fault(f);
+        }
+        if st.left {
+            return Served::Fault(Fault::Gone);
+        }
+        if !st.pending.is_empty() {
+            return Served::Blocked;
+        }
+        while st.cursor < upto {
+            let (frames, read_at) = match cache.get(shared, st.cursor) {
+                Ok(f) => f,
+                Err(FellBehind) => return self.fail(&mut st, Fault::Behind),
+            };
+            if frames.is_empty() {
+                break;
+            }
+            let total: usize = frames.iter().map(|f| f.len()).sum();
+            let slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
+            let start = Instant::now();
+            let written = match self.io.try_write_vectored(&slices) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+                Err(_) => return self.fail(&mut st, Fault::Gone),
+            };
+            st.cursor += frames.len() as u64;
+            if let Some(t) = read_at {
+                let age = unix_nanos().saturating_sub(t) as f64 / 1e9;
+                shared.metrics.propagation.observe(age);
+            }
+            if written < total {
+                let mut skip = written;
+                for f in frames.iter() {
+                    let from = skip.min(f.len());
+                    st.pending.extend_from_slice(&f[from..]);
+                    skip -= from;
+                }
+                st.since = Some(start);
+                self.wake.notify_one();
+                return Served::Blocked;
+            }
+            self.write_latency.observe(start.elapsed().as_secs_f64());
+        }
+        Served::UpToDate
+    }
+
+    /// Queues a message after anything pending and writes what the socket takes now.
+    pub(super) fn say(&self, msg: &Msg) -> Result<(), Fault> {
+        let mut st = self.lock();
+        if st.fault == Some(Fault::Gone) {
+            return Err(Fault::Gone);
+        }
+        let bytes = proto::encode(msg);
+        if st.pending.is_empty() {
+            let n = match self.io.try_write(&bytes) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+                Err(_) => {
+                    self.fail(&mut st, Fault::Gone);
+                    return Err(Fault::Gone);
+                }
+            };
+            if n < bytes.len() {
+                st.pending.extend_from_slice(&bytes[n..]);
+                st.since = Some(Instant::now());
+                self.wake.notify_one();
+            }
+        } else {
+            st.pending.extend_from_slice(&bytes);
+        }
+        Ok(())
+    }
+
+    /// Writes the pending bytes as the socket drains, within the write timeout.
+    async fn flush(&self, timeout: Duration) -> Result<(), WriteFail> {
+        loop {
+            let since = {
+                let st = self.lock();
+                match st.fault {
+                    Some(Fault::Gone) => return Err(WriteFail::Gone),
+                    // Nothing more is written; serving reports it.
+                    Some(Fault::Behind) => return Ok(()),
+                    None => {}
+                }
+                match st.since {
+                    Some(t) if !st.pending.is_empty() => t,
+                    _ => return Ok(()),
+                }
+            };
+            match tokio::time::timeout_at((since + timeout).into(), self.io.writable()).await {
+                Err(_) => return Err(WriteFail::Timeout),
+                Ok(Err(_)) => return Err(WriteFail::Gone),
+                Ok(Ok(())) => {}
+            }
+            let mut st = self.lock();
+            match self.io.try_write(&st.pending) {
+                Ok(n) => {
+                    st.pending.drain(..n);
+                    if st.pending.is_empty() {
+                        st.since = None;
+                        self.write_latency.observe(since.elapsed().as_secs_f64());
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    st.fault = Some(Fault::Gone);
+                    return Err(WriteFail::Gone);
+                }
+            }
+        }
+    }
+
+    /// The agent's task: finishes pending bytes and catches up to the newest frame. Ends
+    /// with the agent up to date (then the sweeper serves it again), or with why not.
+    pub(super) async fn catch_up(&self, shared: &Shared) -> Result<(), Catch> {
+        loop {
+            self.flush(shared.cfg.write_timeout).await.map_err(Catch::Write)?;
+            match self.serve(shared, &mut FrameCache::default(), u64::MAX) {
+                Served::UpToDate => return Ok(()),
+                Served::Blocked => continue,
+                Served::Fault(Fault::Behind) => return Err(Catch::Behind),
+                Served::Fault(Fault::Gone) => return Err(Catch::Write(WriteFail::Gone)),
+            }
+        }
+    }
+
+    /// Waits until the sweeper (or a ping) leaves work for the agent's task.
+    pub(super) async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    fn left(&self) -> bool {
+        self.lock().left
+    }
+}
+
+/// Why an agent's task stopped catching up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Catch {
+    Behind,
+    Write(WriteFail),
+}
+
+#[derive(Debug, Default)]
+struct Agenda {
+    /// The newest sequence number announced by the wake clock.
+    announced: u64,
+    joined: Vec<Arc<Member>>,
+    /// An agent left: the sweeper drops its socket now, not at the next change.
+    departed: bool,
+}
+
+/// The sweeper's inbox: announcements and newly streaming agents.
+#[derive(Debug, Default)]
+pub(super) struct Sweeper {
+    agenda: Mutex<Agenda>,
+    cv: Condvar,
+}
+
+impl Sweeper {
+    fn lock(&self) -> MutexGuard<'_, Agenda> {
+        self.agenda.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn announce(&self, seq: u64) {
+        self.lock().announced = seq;
+        self.cv.notify_one();
+    }
+
+    pub(super) fn join(&self, m: Arc<Member>) {
+        self.lock().joined.push(m);
+    }
+
+    /// Wakes the sweeper (to notice the server stopping).
+    pub(super) fn nudge(&self) {
+        self.cv.notify_one();
+    }
+
+    /// The agent's task is done with it: the sweeper lets go of its socket.
+    pub(super) fn leave(&self, m: &Member) {
+        m.lock().left = true;
+        self.lock().departed = true;
+        self.cv.notify_one();
+    }
+}
+
+/// The sweeper thread: one round over every agent per announcement, until the server stops.
+pub(super) fn run(shared: &Shared) {
+    let mut members: Vec<Arc<Member>> = Vec::new();
+    let mut swept = 0u64;
+    while !stopped(shared) {
+        let announced = {
+            let mut a = shared.sweeper.lock();
+            while a.announced == swept && !a.departed && !stopped(shared) {
+                a = shared
+                    .sweeper
+                    .cv
+                    .wait_timeout(a, Duration::from_millis(200))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            members.append(&mut a.joined);
+            a.departed = false;
+            a.announced
+        };
+        members.retain(|m| !m.left());
+        if announced != swept {
+            let mut cache = FrameCache::default();
+            for m in &members {
+                m.serve(shared, &mut cache, announced);
+            }
+            swept = announced;
+        }
+    }
+}
