@@ -57,11 +57,16 @@ pub struct FanoutArgs {
     /// Seconds a write to one agent may block before that agent is cut off.
     #[arg(long, default_value_t = 10)]
     write_timeout: u64,
-    /// Milliseconds an agent's writes are spaced by at least: changes arriving meanwhile
-    /// leave in one write (with thousands of agents, one wake-up and syscall per interval
-    /// instead of one per change). 0 writes every change at once.
+    /// Milliseconds between two rounds of writes to the agents at least: changes arriving
+    /// meanwhile leave in one write per agent (with thousands of agents, one syscall per
+    /// agent per round instead of one per change). A change after a quiet spell leaves at
+    /// once. 0 starts a round on every change.
     #[arg(long, default_value_t = 10)]
     write_coalesce_ms: u64,
+    /// Threads writing deltas to agents on plain TCP, each to its share of the agents in
+    /// rounds (0: one per CPU, at most 4). Agents on TLS have a task each instead.
+    #[arg(long, default_value_t = 0)]
+    sweepers: usize,
     /// Deltas kept for agents to catch up or resume from (older ones: snapshot).
     #[arg(long, default_value_t = 100_000)]
     history_entries: usize,
@@ -95,6 +100,9 @@ pub fn run(args: &FanoutArgs) -> u8 {
     cfg.ping_timeout = cfg.ping_interval * 3;
     cfg.write_timeout = Duration::from_secs(args.write_timeout.max(1));
     cfg.write_coalesce = Duration::from_millis(args.write_coalesce_ms);
+    if args.sweepers > 0 {
+        cfg.sweepers = args.sweepers;
+    }
     cfg.history_max_entries = args.history_entries.max(1);
     cfg.history_max_bytes = args.history_mib.max(1) << 20;
     cfg.max_clients = args.max_clients;

@@ -126,6 +126,7 @@ impl RawClient {
         tokio::pin!(stopped);
         loop {
             let msg = tokio::select! {
+                biased;
                 m = proto::read_msg(&mut rd) => m.map_err(|e| fail(addr, e))?,
                 _ = &mut stopped => return Ok(()),
             };

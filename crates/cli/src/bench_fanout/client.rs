@@ -16,12 +16,13 @@ use super::stats::Seen;
 pub async fn fanout_client(
     addr: SocketAddr,
     expect: Option<usize>,
+    changes: usize,
     snapshot_done: Arc<AtomicUsize>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(Duration, Seen), String> {
     let start = Instant::now();
     let mut took = None;
-    let mut seen = Seen::new();
+    let mut seen = Seen::with_capacity(changes);
     let mut wrong = None;
     let res = RawClient::run(
         &addr.to_string(),

@@ -62,6 +62,9 @@ pub struct FanoutBench {
     /// The fan-out server's --write-coalesce-ms.
     #[arg(long, default_value_t = 10)]
     write_coalesce_ms: u64,
+    /// The fan-out server's --sweepers (0: its default, one per CPU up to 4).
+    #[arg(long, default_value_t = 0)]
+    sweepers: usize,
     /// Seconds to wait for all clients' snapshots before giving up.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -141,6 +144,7 @@ fn start_server(
     datastore: &str,
     listen: SocketAddr,
     coalesce_ms: u64,
+    sweepers: usize,
 ) -> Result<ServerProcess, String> {
     let health = free_addr()?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -149,6 +153,7 @@ fn start_server(
         .args(["--listen", &listen.to_string()])
         .args(["--health-addr", &health.to_string()])
         .args(["--write-coalesce-ms", &coalesce_ms.to_string()])
+        .args(["--sweepers", &sweepers.to_string()])
         .env("FURYNET_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -327,12 +332,15 @@ async fn bench(b: &FanoutBench, etcd: EtcdProcess) -> Result<Report, String> {
     let listen = free_addr()?;
     progress(&format!("starting the fan-out server on {listen}"));
     let datastore = etcd.datastore_arg();
-    let coalesce = b.write_coalesce_ms;
-    let server = tokio::task::spawn_blocking(move || start_server(&datastore, listen, coalesce))
+    let (coalesce, sweepers) = (b.write_coalesce_ms, b.sweepers);
+    let server =
+        tokio::task::spawn_blocking(move || start_server(&datastore, listen, coalesce, sweepers))
         .await
         .map_err(|e| e.to_string())??;
     let objects = b.objects;
     let first = Arc::new(AtomicBool::new(true));
+    // Room for every change of the churn (and some), so recording one never copies.
+    let expected_changes = (u64::from(b.rate) * b.duration) as usize * 5 / 4 + 64;
     let fanout = run_side(
         "fanout",
         b.clients,
@@ -341,7 +349,7 @@ async fn bench(b: &FanoutBench, etcd: EtcdProcess) -> Result<Report, String> {
         (server.0.id(), Some(server.1)),
         |done, stop| {
             let expect = first.swap(false, Ordering::Relaxed).then_some(objects);
-            client::fanout_client(listen, expect, done, stop)
+            client::fanout_client(listen, expect, expected_changes, done, stop)
         },
     )
     .await?;

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// under churn, when a round of writes takes longer than this, rounds follow each other
     /// as fast as the machine writes them (0: wake agents on every change).
     pub write_coalesce: Duration,
+    /// Threads writing deltas to agents on plain TCP (each serves its share of them in
+    /// rounds; see `sweep`).
+    pub sweepers: usize,
     /// Snapshots streamed at once; agents beyond wait their turn (pinged meanwhile), so a
     /// thousand agents starting together do not each get a thousandth of the machine.
     pub max_concurrent_snapshots: usize,
@@ -65,6 +68,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_concurrent_snapshots: 64,
             write_coalesce: Duration::from_millis(10),
+            sweepers: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         }
     }
 }
@@ -95,7 +99,9 @@ struct Shared {
     backend: String,
     watching: AtomicBool,
     snapshot_slots: tokio::sync::Semaphore,
-    sweeper: sweep::Sweeper,
+    /// The sweeper threads' inboxes; agents are dealt to them in turn.
+    sweepers: Vec<sweep::Sweeper>,
+    next_sweeper: AtomicUsize,
     /// The hub's next sequence number (as `published`), readable without the hub's lock.
     head: AtomicU64,
     connections: AtomicUsize,
@@ -234,7 +240,10 @@ impl Server {
             server_id: format!("{}-{}", addr, std::process::id()),
             backend: ds.backend().to_string(),
             snapshot_slots: tokio::sync::Semaphore::new(cfg.max_concurrent_snapshots.max(1)),
-            sweeper: sweep::Sweeper::default(),
+            sweepers: (0..cfg.sweepers.max(1))
+                .map(|_| sweep::Sweeper::default())
+                .collect(),
+            next_sweeper: AtomicUsize::new(0),
             head: AtomicU64::new(0),
             cfg,
             metrics,
@@ -250,10 +259,13 @@ impl Server {
             .spawn(move || read_loop(&s, ds.as_ref()))
             .map_err(|e| Error::Listen(addr, e))?;
         let s = shared.clone();
-        std::thread::Builder::new()
-            .name("fanout-sweeper".into())
-            .spawn(move || sweep::run(&s))
-            .map_err(|e| Error::Listen(addr, e))?;
+        for i in 0..shared.sweepers.len() {
+            let s = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("fanout-sweep-{i}"))
+                .spawn(move || sweep::run(&s, i))
+                .map_err(|e| Error::Listen(addr, e))?;
+        }
         let s = shared.clone();
         let acceptor = tokio::spawn(accept_loop(s, listener, tls));
         tracing::info!(%addr, "fan-out server listening");
@@ -298,7 +310,7 @@ impl Server {
     /// Stops accepting, tells every agent (Cutoff) and stops the reader.
     pub async fn shutdown(mut self) {
         self.shared.stop.send_replace(true);
-        self.shared.sweeper.nudge();
+        self.shared.sweepers.iter().for_each(sweep::Sweeper::nudge);
         self.acceptor.abort();
         let deadline = Instant::now() + Duration::from_secs(2);
         while self.shared.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
@@ -313,7 +325,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shared.stop.send_replace(true);
-        self.shared.sweeper.nudge();
+        self.shared.sweepers.iter().for_each(sweep::Sweeper::nudge);
         self.acceptor.abort();
     }
 }
@@ -346,7 +358,9 @@ fn read_loop(shared: &Shared, ds: &dyn Datastore) {
 fn announce(shared: &Shared, seq: Option<u64>) {
     if let Some(seq) = seq {
         shared.notify.send_replace(seq);
-        shared.sweeper.announce(seq);
+        for sw in &shared.sweepers {
+            sw.announce(seq);
+        }
     }
 }
 
@@ -835,18 +849,20 @@ async fn stream_swept(
         .get_or_create(&syncer())
         .clone();
     let member = Arc::new(sweep::Member::new(wr, cursor, write_latency));
-    struct Leave<'a>(&'a Shared, Arc<sweep::Member>);
+    let turn = shared.next_sweeper.fetch_add(1, Ordering::Relaxed);
+    let sweeper = &shared.sweepers[turn % shared.sweepers.len()];
+    struct Leave<'a>(&'a sweep::Sweeper, Arc<sweep::Member>);
     impl Drop for Leave<'_> {
         fn drop(&mut self) {
-            self.0.sweeper.leave(&self.1);
+            self.0.leave(&self.1);
         }
     }
-    let _leave = Leave(shared, member.clone());
+    let _leave = Leave(sweeper, member.clone());
     let mut stop = shared.stop.subscribe();
     let mut ping = ping_interval(shared);
     let mut pinger = Pinger::default();
     // Joined first, then caught up: an announcement in between finds the agent either way.
-    shared.sweeper.join(member.clone());
+    sweeper.join(member.clone());
     let mut res = member.catch_up(shared).await;
     loop {
         match res {
