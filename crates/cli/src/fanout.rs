@@ -64,7 +64,7 @@ pub struct FanoutArgs {
     #[arg(long, default_value_t = 10)]
     write_coalesce_ms: u64,
     /// Threads writing deltas to agents on plain TCP, each to its share of the agents in
-    /// rounds (0: one per CPU, at most 4). Agents on TLS have a task each instead.
+    /// rounds (0: half the CPUs, 1 to 4). Agents on TLS have a task each instead.
     #[arg(long, default_value_t = 0)]
     sweepers: usize,
     /// Deltas kept for agents to catch up or resume from (older ones: snapshot).

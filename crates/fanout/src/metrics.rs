@@ -66,6 +66,8 @@ pub struct FanoutMetrics {
     pub snapshot_bytes: Gauge,
     pub deltas: Counter,
     pub snapshots_sent: Counter,
+    /// Writes an agent's socket did not take at once (finished when it drained).
+    pub blocked_writes: Counter,
     pub resumes: Counter,
     pub cutoffs: Family<ReasonLabel, Counter>,
     pub refused: Family<ReasonLabel, Counter>,
@@ -100,6 +102,7 @@ impl FanoutMetrics {
             snapshot_bytes: Gauge::default(),
             deltas: Counter::default(),
             snapshots_sent: Counter::default(),
+            blocked_writes: Counter::default(),
             resumes: Counter::default(),
             cutoffs: Family::default(),
             refused: Family::default(),
@@ -143,6 +146,11 @@ impl FanoutMetrics {
             "furynet_fanout_snapshots_sent",
             "Snapshots sent to agents",
             m.snapshots_sent.clone(),
+        );
+        r.register(
+            "furynet_fanout_blocked_writes",
+            "Delta writes an agent's socket did not take at once (finished when it drained; a write blocked past the write timeout cuts the agent off)",
+            m.blocked_writes.clone(),
         );
         r.register(
             "furynet_fanout_resumes",

@@ -226,6 +226,90 @@ fn slow_client_is_cut_off_and_history_stays_bounded() {
     e.rt.block_on(server.shutdown());
 }
 
+/// An agent that reads slowly through a small receive buffer: the server's writes to it are
+/// cut short and finished later (the sweeper hands them to the agent's task), and the agent
+/// must still receive every delta, whole and in order, without being cut off.
+#[test]
+fn a_slow_reader_gets_every_delta_whole_and_in_order() {
+    let e = env();
+    let cfg = ServerConfig {
+        write_timeout: Duration::from_secs(20),
+        ..local()
+    };
+    let (server, _) = e.server(cfg);
+    let addr = server.local_addr();
+    const END: &str = "cluster/zz-end";
+    let s = e.rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut s = sock.connect(addr).await.unwrap();
+        let hello = Msg::Hello {
+            protocol: proto::PROTOCOL,
+            name: "slow-reader".into(),
+            capabilities: vec![],
+            resume_from: None,
+        };
+        s.write_all(&proto::encode(&hello)).await.unwrap();
+        s
+    });
+    let reader = e.rt.spawn(async move {
+        let mut rd = tokio::io::BufReader::with_capacity(1024, s);
+        let mut at = None;
+        let mut puts = 0usize;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(30), proto::read_msg(&mut rd))
+                .await
+                .expect("stream stalled")
+                .expect("undecodable frame")
+                .expect("the server closed the stream");
+            match msg {
+                Msg::Welcome { revision, .. } | Msg::Snapshot { revision, .. } => {
+                    at = Some(revision)
+                }
+                Msg::Deltas {
+                    from,
+                    revision,
+                    changes,
+                    ..
+                } => {
+                    assert_eq!(Some(from), at, "a gap or a repeat in the deltas");
+                    at = Some(revision);
+                    for c in &changes {
+                        match c {
+                            proto::Change::Put(kv) if kv.key == END => return (revision, puts),
+                            proto::Change::Put(kv) => {
+                                assert_eq!(kv.value.len(), 16 << 10, "a value cut short");
+                                puts += 1;
+                            }
+                            proto::Change::Delete { .. } => panic!("no deletes here"),
+                        }
+                    }
+                    // Slow: the socket fills up while this agent dawdles.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Msg::Ping { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    for i in 0..600u64 {
+        let mut big = vec![b'y'; 16 << 10];
+        big[..8].copy_from_slice(&i.to_be_bytes());
+        put(&*e.ds, &format!("cluster/blob/{}", i % 40), &big);
+    }
+    put(&*e.ds, END, b"end");
+    let (last, puts) = e.rt.block_on(reader).unwrap();
+    assert_eq!(last, e.ds.current_revision().unwrap());
+    assert_eq!(puts, 600, "every change arrived once");
+    let st = server.stats();
+    assert!(
+        st.blocked_writes > 0,
+        "the reader never filled its socket: {st:?}"
+    );
+    assert_eq!(st.cutoffs, 0, "the slow reader was cut off: {st:?}");
+    e.rt.block_on(server.shutdown());
+}
+
 #[test]
 fn failover_resumes_and_keeps_watches() {
     let e = env();
@@ -408,6 +492,11 @@ fn mutual_tls_admits_only_signed_and_allowed_clients() {
     let addr = server.local_addr();
     let good = tls_client(addr, &pki, Some(pki.issue("node-1")));
     converges(&*e.ds, good.as_ref(), "client with a valid certificate");
+    // Deltas reach a TLS agent too (a task per TLS agent, not the sweeper).
+    for i in 0..20 {
+        put(&*e.ds, &format!("cluster/namespaces/t{i}"), b"2");
+    }
+    converges(&*e.ds, good.as_ref(), "TLS client after changes");
     for (what, c) in [
         ("no client certificate", tls_client(addr, &pki, None)),
         (

@@ -62,7 +62,7 @@ pub struct FanoutBench {
     /// The fan-out server's --write-coalesce-ms.
     #[arg(long, default_value_t = 10)]
     write_coalesce_ms: u64,
-    /// The fan-out server's --sweepers (0: its default, one per CPU up to 4).
+    /// The fan-out server's --sweepers (0: its default, half the CPUs, 1 to 4).
     #[arg(long, default_value_t = 0)]
     sweepers: usize,
     /// Seconds to wait for all clients' snapshots before giving up.
@@ -335,8 +335,8 @@ async fn bench(b: &FanoutBench, etcd: EtcdProcess) -> Result<Report, String> {
     let (coalesce, sweepers) = (b.write_coalesce_ms, b.sweepers);
     let server =
         tokio::task::spawn_blocking(move || start_server(&datastore, listen, coalesce, sweepers))
-        .await
-        .map_err(|e| e.to_string())??;
+            .await
+            .map_err(|e| e.to_string())??;
     let objects = b.objects;
     let first = Arc::new(AtomicBool::new(true));
     // Room for every change of the churn (and some), so recording one never copies.
@@ -425,7 +425,10 @@ pub fn run(b: &FanoutBench) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
-    let threads = std::env::var("FURYNET_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let threads = std::env::var("FURYNET_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()

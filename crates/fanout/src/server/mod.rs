@@ -7,10 +7,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use furynet_datastore::{Datastore, Error as DsError, Event};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use prometheus_client::metrics::histogram::Histogram;
 use tokio_rustls::TlsAcceptor;
 
 use crate::hub::{FellBehind, Hub, Limits, Plan};
@@ -46,8 +46,8 @@ pub struct ServerConfig {
     /// under churn, when a round of writes takes longer than this, rounds follow each other
     /// as fast as the machine writes them (0: wake agents on every change).
     pub write_coalesce: Duration,
-    /// Threads writing deltas to agents on plain TCP (each serves its share of them in
-    /// rounds; see `sweep`).
+    /// Threads writing deltas to agents on plain TCP, each serving its share of them in
+    /// rounds (see `sweep`). Default: half the CPUs, 1 to 4.
     pub sweepers: usize,
     /// Snapshots streamed at once; agents beyond wait their turn (pinged meanwhile), so a
     /// thousand agents starting together do not each get a thousandth of the machine.
@@ -68,7 +68,9 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_concurrent_snapshots: 64,
             write_coalesce: Duration::from_millis(10),
-            sweepers: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            // Half the CPUs: writes are kernel work, and the runtime (pings, snapshots, TLS
+            // agents) and the datastore reader need the rest.
+            sweepers: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4)),
         }
     }
 }
@@ -85,6 +87,8 @@ pub struct ServerStats {
     pub snapshots_sent: u64,
     pub resumes: u64,
     pub cutoffs: u64,
+    /// Writes an agent's socket did not take at once.
+    pub blocked_writes: u64,
 }
 
 #[derive(Debug)]
@@ -108,6 +112,7 @@ struct Shared {
     snapshots_sent: AtomicU64,
     resumes: AtomicU64,
     cutoffs: AtomicU64,
+    blocked_writes: AtomicU64,
 }
 
 impl Shared {
@@ -252,13 +257,13 @@ impl Server {
             snapshots_sent: AtomicU64::new(0),
             resumes: AtomicU64::new(0),
             cutoffs: AtomicU64::new(0),
+            blocked_writes: AtomicU64::new(0),
         });
         let s = shared.clone();
         let reader = std::thread::Builder::new()
             .name("fanout-reader".into())
             .spawn(move || read_loop(&s, ds.as_ref()))
             .map_err(|e| Error::Listen(addr, e))?;
-        let s = shared.clone();
         for i in 0..shared.sweepers.len() {
             let s = shared.clone();
             std::thread::Builder::new()
@@ -304,6 +309,7 @@ impl Server {
             snapshots_sent: self.shared.snapshots_sent.load(Ordering::Relaxed),
             resumes: self.shared.resumes.load(Ordering::Relaxed),
             cutoffs: self.shared.cutoffs.load(Ordering::Relaxed),
+            blocked_writes: self.shared.blocked_writes.load(Ordering::Relaxed),
         }
     }
 
@@ -669,7 +675,8 @@ async fn open<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             .get_or_create(&syncer())
             .clone();
         for f in &s.frames {
-            if let Err(why) = write_frames(&write_latency, wr, std::slice::from_ref(f), timeout).await
+            if let Err(why) =
+                write_frames(&write_latency, wr, std::slice::from_ref(f), timeout).await
             {
                 if why == WriteFail::Timeout {
                     shared.cutoff(Cutoff::WriteTimeout);
@@ -817,7 +824,11 @@ impl Pinger {
         if let Some((want, sent)) = self.outstanding {
             if id == want {
                 let rtt = sent.elapsed().as_secs_f64();
-                shared.metrics.ping_latency.get_or_create(&syncer()).observe(rtt);
+                shared
+                    .metrics
+                    .ping_latency
+                    .get_or_create(&syncer())
+                    .observe(rtt);
                 self.outstanding = None;
             }
         }
@@ -912,7 +923,11 @@ mod tests {
         let ms = Duration::from_millis;
         let t0 = Instant::now();
         let mut c = WakeClock::new(ms(10));
-        assert_eq!(c.wait(t0, ms(200)), ms(200), "nothing pending: block as long as allowed");
+        assert_eq!(
+            c.wait(t0, ms(200)),
+            ms(200),
+            "nothing pending: block as long as allowed"
+        );
         // The first change after a quiet spell goes out at once.
         assert_eq!(c.changed(5, t0), Some(5));
         // Changes within the interval wait, and are announced up to the latest one.

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, IoSlice};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{self, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -67,21 +67,20 @@ pub(super) struct Member {
     write_latency: Histogram,
 }
 
+/// The frames an agent at some cursor lacks, and when the first was read from the datastore.
+type Pending = (Arc<[Arc<[u8]>]>, Option<u64>);
+
 /// Frames per cursor, shared by the agents of a sweep (most have the same cursor) and
 /// recomputed when the hub has grown: an agent gets everything up to the newest change when
 /// its turn comes, so a change that arrives mid-round still reaches the rest of the round.
 #[derive(Default)]
 pub(super) struct FrameCache {
     head: u64,
-    frames: HashMap<u64, Result<(Arc<[Arc<[u8]>]>, Option<u64>), FellBehind>>,
+    frames: HashMap<u64, Result<Pending, FellBehind>>,
 }
 
 impl FrameCache {
-    fn get(
-        &mut self,
-        shared: &Shared,
-        cursor: u64,
-    ) -> Result<(Arc<[Arc<[u8]>]>, Option<u64>), FellBehind> {
+    fn get(&mut self, shared: &Shared, cursor: u64) -> Result<Pending, FellBehind> {
         let head = shared.head.load(Ordering::Acquire);
         if head != self.head {
             self.frames.clear();
@@ -171,6 +170,10 @@ impl Member {
                     skip -= from;
                 }
                 st.since = Some(start);
+                shared.metrics.blocked_writes.inc();
+                shared
+                    .blocked_writes
+                    .fetch_add(1, atomic::Ordering::Relaxed);
                 self.wake.notify_one();
                 return Served::Blocked;
             }
@@ -249,7 +252,9 @@ impl Member {
     /// with the agent up to date (then the sweeper serves it again), or with why not.
     pub(super) async fn catch_up(&self, shared: &Shared) -> Result<(), Catch> {
         loop {
-            self.flush(shared.cfg.write_timeout).await.map_err(Catch::Write)?;
+            self.flush(shared.cfg.write_timeout)
+                .await
+                .map_err(Catch::Write)?;
             match self.serve(shared, &mut FrameCache::default(), u64::MAX) {
                 Served::UpToDate => return Ok(()),
                 Served::Blocked => continue,
