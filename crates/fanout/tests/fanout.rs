@@ -399,6 +399,7 @@ fn pings_are_measured_and_metrics_use_the_typha_names() {
     for name in [
         "furynet_fanout_deltas_total",
         "furynet_fanout_resumes_total",
+        "furynet_fanout_blocked_writes_total",
         "furynet_fanout_cutoffs_total{reason=\"behind\"}",
         "furynet_fanout_cutoffs_total{reason=\"write_timeout\"}",
         "furynet_fanout_cutoffs_total{reason=\"ping_timeout\"}",
