@@ -94,6 +94,22 @@ fn converges(ds: &dyn Datastore, c: &dyn Datastore, what: &str) {
     }
 }
 
+/// A raw agent connection with a small receive buffer (the server's writes to it block soon)
+/// that has said hello.
+async fn small_buffer_agent(addr: SocketAddr, name: &str) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    let hello = Msg::Hello {
+        protocol: proto::PROTOCOL,
+        name: name.into(),
+        capabilities: vec![],
+        resume_from: None,
+    };
+    s.write_all(&proto::encode(&hello)).await.unwrap();
+    s
+}
+
 fn xorshift(x: &mut u64) -> u64 {
     *x ^= *x << 13;
     *x ^= *x >> 7;
@@ -185,20 +201,7 @@ fn slow_client_is_cut_off_and_history_stays_bounded() {
     let addr = server.local_addr();
     let good = client(&[addr], "good");
     // A client that says hello and then never reads.
-    let slow = e.rt.block_on(async {
-        // A small receive buffer: the server's writes block soon.
-        let sock = tokio::net::TcpSocket::new_v4().unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        let mut s = sock.connect(addr).await.unwrap();
-        let hello = Msg::Hello {
-            protocol: proto::PROTOCOL,
-            name: "slow".into(),
-            capabilities: vec![],
-            resume_from: None,
-        };
-        s.write_all(&proto::encode(&hello)).await.unwrap();
-        s
-    });
+    let slow = e.rt.block_on(small_buffer_agent(addr, "slow"));
     for i in 0..1000 {
         // Each write differs (an identical value would be no write at all).
         let mut big = vec![b'x'; 16 << 10];
@@ -239,19 +242,7 @@ fn a_slow_reader_gets_every_delta_whole_and_in_order() {
     let (server, _) = e.server(cfg);
     let addr = server.local_addr();
     const END: &str = "cluster/zz-end";
-    let s = e.rt.block_on(async {
-        let sock = tokio::net::TcpSocket::new_v4().unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        let mut s = sock.connect(addr).await.unwrap();
-        let hello = Msg::Hello {
-            protocol: proto::PROTOCOL,
-            name: "slow-reader".into(),
-            capabilities: vec![],
-            resume_from: None,
-        };
-        s.write_all(&proto::encode(&hello)).await.unwrap();
-        s
-    });
+    let s = e.rt.block_on(small_buffer_agent(addr, "slow-reader"));
     let reader = e.rt.spawn(async move {
         let mut rd = tokio::io::BufReader::with_capacity(1024, s);
         let mut at = None;
