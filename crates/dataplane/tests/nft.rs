@@ -95,8 +95,11 @@ impl Echo {
     fn start(ns: &TestNs, port: u16) -> Echo {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        // `::` takes IPv4 too (v6only is off by default on Linux).
         let listener = inside(ns.path(), move || {
-            TcpListener::bind(("0.0.0.0", port)).expect("bind")
+            TcpListener::bind(("::", port))
+                .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+                .expect("bind")
         });
         listener.set_nonblocking(true).unwrap();
         std::thread::spawn(move || {
@@ -130,7 +133,7 @@ impl Drop for Echo {
 
 /// Connects from inside `ns`; `None` when the connection is refused or times out.
 fn connect(ns: &TestNs, ip: &str, port: u16) -> Option<TcpStream> {
-    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let addr = SocketAddr::new(ip.parse().unwrap(), port);
     inside(ns.path(), move || {
         TcpStream::connect_timeout(&addr, Duration::from_millis(600)).ok()
     })
@@ -151,6 +154,8 @@ fn can(ns: &TestNs, ip: &str, port: u16) -> bool {
 struct Lab {
     node: TestNs,
     pods: HashMap<String, (TestNs, String, String)>, // key -> (netns, ip, host iface)
+    /// Each pod's IPv6 address, when the lab is dual-stack.
+    v6: HashMap<String, String>,
 }
 
 impl Lab {
@@ -227,7 +232,83 @@ impl Lab {
             ]);
             map.insert(key.to_string(), (ns, ip.to_string(), iface));
         }
-        Lab { node, pods: map }
+        Lab {
+            node,
+            pods: map,
+            v6: HashMap::new(),
+        }
+    }
+
+    /// Gives every pod an IPv6 address too, wired as furynet-cni does: the pod's /128 on
+    /// `eth0` and a default route via the node's link-local `fe80::1`; a /128 route on the
+    /// node, which forwards IPv6 and has its own address on `lo`.
+    fn dual_stack(mut self) -> Lab {
+        let n = self.node.name.clone();
+        self.node
+            .exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        sh(&[
+            "ip",
+            "-n",
+            &n,
+            "-6",
+            "addr",
+            "add",
+            "fd00:99:ffff::1/128",
+            "dev",
+            "lo",
+        ]);
+        let mut keys: Vec<String> = self.pods.keys().cloned().collect();
+        keys.sort();
+        for (i, key) in keys.iter().enumerate() {
+            let (ns, _, iface) = &self.pods[key];
+            let ip6 = format!("fd00:99::{:x}", i + 2);
+            sh(&[
+                "ip",
+                "-n",
+                &n,
+                "-6",
+                "addr",
+                "add",
+                "fe80::1/64",
+                "dev",
+                iface,
+                "nodad",
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                &n,
+                "-6",
+                "route",
+                "add",
+                &format!("{ip6}/128"),
+                "dev",
+                iface,
+                "proto",
+                "154",
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                &ns.name,
+                "-6",
+                "addr",
+                "add",
+                &format!("{ip6}/128"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            sh(&[
+                "ip", "-n", &ns.name, "-6", "route", "add", "default", "via", "fe80::1", "dev",
+                "eth0",
+            ]);
+            self.v6.insert(key.clone(), ip6);
+        }
+        self
+    }
+    fn ip6(&self, key: &str) -> &str {
+        &self.v6[key]
     }
     fn ns(&self, key: &str) -> &TestNs {
         &self.pods[key].0
@@ -251,6 +332,9 @@ impl Lab {
         for p in &mut cluster.pods {
             p.node_name = Some(NODE.into());
             p.ips = vec![self.ip(&p.key()).parse().unwrap()];
+            if let Some(v6) = self.v6.get(&p.key()) {
+                p.ips.push(v6.parse().unwrap());
+            }
         }
         compute(&Engine::new(&cluster), NODE, &self.ifaces())
     }
@@ -360,6 +444,55 @@ fn policy_allows_and_denies_real_traffic() {
         )
         .unwrap();
     assert_eq!(again, Applied::Unchanged);
+}
+
+/// Dual-stack pods: the same policies hold over IPv6 (peer sets of both families, the
+/// per-pod chains reached for IPv6 packets too), and the node still reaches its pods.
+#[test]
+fn ipv6_traffic_follows_the_same_policies() {
+    need_root!();
+    let lab = lab().dual_stack();
+    let _servers: Vec<Echo> = ["t/a", "t/b", "t/c"]
+        .iter()
+        .flat_map(|k| [Echo::start(lab.ns(k), 80), Echo::start(lab.ns(k), 81)])
+        .collect();
+    // Wired right: without our table everything passes, over both families.
+    assert!(can(lab.ns("t/c"), lab.ip6("t/b"), 80), "IPv6 wiring");
+    assert!(can(lab.ns("t/c"), lab.ip("t/b"), 80), "IPv4 wiring");
+
+    let s = lab.state(&format!("{PODS}{POLICIES}"));
+    let nft = lab.nft();
+    nft.sync(None, "", &render_resync(&s), &view(&s)).unwrap();
+
+    let (a, b, c) = (lab.ns("t/a"), lab.ns("t/b"), lab.ns("t/c"));
+    let families = [
+        ("IPv6", lab.ip6("t/a"), lab.ip6("t/b")),
+        ("IPv4", lab.ip("t/a"), lab.ip("t/b")),
+    ];
+    for (family, ip_a, ip_b) in families {
+        assert!(can(a, ip_b, 80), "{family}: client -> web:http allowed");
+        assert!(
+            !can(a, ip_b, 81),
+            "{family}: client -> web:81 not in the policy"
+        );
+        assert!(
+            !can(c, ip_b, 80),
+            "{family}: other -> web denied by web's ingress"
+        );
+        assert!(
+            can(b, ip_a, 80),
+            "{family}: web -> client: neither side isolated"
+        );
+        assert!(
+            can(c, ip_a, 80),
+            "{family}: other -> client:80 allowed by other's egress"
+        );
+        assert!(
+            !can(c, ip_a, 81),
+            "{family}: other -> client:81 denied by other's egress"
+        );
+        assert!(can(&lab.node, ip_b, 81), "{family}: host -> pod allowed");
+    }
 }
 
 #[test]
