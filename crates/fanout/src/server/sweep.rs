@@ -154,7 +154,7 @@ impl Member {
             let start = Instant::now();
             let written = match self.send_now(&slices) {
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+                Err(e) if retry_later(&e) => 0,
                 Err(_) => return self.fail(&mut st, Fault::Gone),
             };
             st.cursor += frames.len() as u64;
@@ -192,7 +192,7 @@ impl Member {
         if st.pending.is_empty() {
             let n = match self.send_now(&[IoSlice::new(&bytes)]) {
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+                Err(e) if retry_later(&e) => 0,
                 Err(_) => {
                     self.fail(&mut st, Fault::Gone);
                     return Err(Fault::Gone);
@@ -214,11 +214,10 @@ impl Member {
         loop {
             let since = {
                 let st = self.lock();
-                match st.fault {
-                    Some(Fault::Gone) => return Err(WriteFail::Gone),
-                    // Nothing more is written; serving reports it.
-                    Some(Fault::Behind) => return Ok(()),
-                    None => {}
+                // Behind: nothing more is served (serving reports it), but what is pending
+                // (the cutoff message) still goes out.
+                if st.fault == Some(Fault::Gone) {
+                    return Err(WriteFail::Gone);
                 }
                 match st.since {
                     Some(t) if !st.pending.is_empty() => t,
@@ -239,7 +238,7 @@ impl Member {
                         self.write_latency.observe(since.elapsed().as_secs_f64());
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) if retry_later(&e) => {}
                 Err(_) => {
                     st.fault = Some(Fault::Gone);
                     return Err(WriteFail::Gone);
@@ -272,6 +271,11 @@ impl Member {
     fn left(&self) -> bool {
         self.lock().left
     }
+}
+
+/// The socket is full (or the call was interrupted): what was not written stays pending.
+fn retry_later(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted)
 }
 
 /// Why an agent's task stopped catching up.
