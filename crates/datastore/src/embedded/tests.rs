@@ -125,3 +125,22 @@ fn open_creates_the_directory_and_reports_bad_paths() {
     let err = EmbeddedStore::open(&file, "/furynet/", EmbeddedOptions::default()).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
+
+/// Closing the last connection does not checkpoint (no fsyncs at the end of every CNI call):
+/// the WAL stays, and the next process reads everything from it.
+#[test]
+fn closing_leaves_the_wal_and_reopening_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join(format!("{DB_FILE}-wal"));
+    {
+        let store = EmbeddedStore::open(dir.path(), "/t/", EmbeddedOptions::default()).unwrap();
+        store.create("a", b"1", None).unwrap();
+    }
+    let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(len > 0, "the WAL was checkpointed away on close");
+    let store = EmbeddedStore::open(dir.path(), "/t/", EmbeddedOptions::default()).unwrap();
+    assert_eq!(
+        store.get("a").unwrap().map(|kv| kv.value),
+        Some(b"1".to_vec())
+    );
+}
