@@ -402,6 +402,35 @@ macro_rules! need_root {
     };
 }
 
+/// What PODS + POLICIES allow, checked with real connections to the addresses `ip_a` (t/a) and
+/// `ip_b` (t/b) of one family.
+fn policies_hold(lab: &Lab, family: &str, ip_a: &str, ip_b: &str) {
+    let (a, b, c) = (lab.ns("t/a"), lab.ns("t/b"), lab.ns("t/c"));
+    assert!(can(a, ip_b, 80), "{family}: client -> web:http allowed");
+    assert!(
+        !can(a, ip_b, 81),
+        "{family}: client -> web:81 not in the policy"
+    );
+    assert!(
+        !can(c, ip_b, 80),
+        "{family}: other -> web denied by web's ingress"
+    );
+    assert!(
+        can(b, ip_a, 80),
+        "{family}: web -> client: neither side isolated"
+    );
+    assert!(
+        can(c, ip_a, 80),
+        "{family}: other -> client:80 allowed by other's egress"
+    );
+    assert!(
+        !can(c, ip_a, 81),
+        "{family}: other -> client:81 denied by other's egress"
+    );
+    // The node reaches its pods whatever the policy (kubelet probes).
+    assert!(can(&lab.node, ip_b, 81), "{family}: host -> pod allowed");
+}
+
 #[test]
 fn policy_allows_and_denies_real_traffic() {
     need_root!();
@@ -418,22 +447,7 @@ fn policy_allows_and_denies_real_traffic() {
     let got = nft.sync(None, "", &render_resync(&s), &view(&s)).unwrap();
     assert_eq!(got, Applied::Resync);
 
-    let (a, b, c) = (lab.ns("t/a"), lab.ns("t/b"), lab.ns("t/c"));
-    let (ip_a, ip_b) = (lab.ip("t/a"), lab.ip("t/b"));
-    assert!(can(a, ip_b, 80), "client -> web:http allowed");
-    assert!(!can(a, ip_b, 81), "client -> web:81 not in the policy");
-    assert!(!can(c, ip_b, 80), "other -> web denied by web's ingress");
-    assert!(can(b, ip_a, 80), "web -> client: neither side isolated");
-    assert!(
-        can(c, ip_a, 80),
-        "other -> client:80 allowed by other's egress"
-    );
-    assert!(
-        !can(c, ip_a, 81),
-        "other -> client:81 denied by other's egress"
-    );
-    // The node reaches its pods whatever the policy (kubelet probes).
-    assert!(can(&lab.node, ip_b, 81), "host -> pod allowed");
+    policies_hold(&lab, "IPv4", lab.ip("t/a"), lab.ip("t/b"));
     // Syncing the same state again changes nothing.
     let again = nft
         .sync(
@@ -464,35 +478,8 @@ fn ipv6_traffic_follows_the_same_policies() {
     let nft = lab.nft();
     nft.sync(None, "", &render_resync(&s), &view(&s)).unwrap();
 
-    let (a, b, c) = (lab.ns("t/a"), lab.ns("t/b"), lab.ns("t/c"));
-    let families = [
-        ("IPv6", lab.ip6("t/a"), lab.ip6("t/b")),
-        ("IPv4", lab.ip("t/a"), lab.ip("t/b")),
-    ];
-    for (family, ip_a, ip_b) in families {
-        assert!(can(a, ip_b, 80), "{family}: client -> web:http allowed");
-        assert!(
-            !can(a, ip_b, 81),
-            "{family}: client -> web:81 not in the policy"
-        );
-        assert!(
-            !can(c, ip_b, 80),
-            "{family}: other -> web denied by web's ingress"
-        );
-        assert!(
-            can(b, ip_a, 80),
-            "{family}: web -> client: neither side isolated"
-        );
-        assert!(
-            can(c, ip_a, 80),
-            "{family}: other -> client:80 allowed by other's egress"
-        );
-        assert!(
-            !can(c, ip_a, 81),
-            "{family}: other -> client:81 denied by other's egress"
-        );
-        assert!(can(&lab.node, ip_b, 81), "{family}: host -> pod allowed");
-    }
+    policies_hold(&lab, "IPv6", lab.ip6("t/a"), lab.ip6("t/b"));
+    policies_hold(&lab, "IPv4", lab.ip("t/a"), lab.ip("t/b"));
 }
 
 #[test]
