@@ -40,6 +40,13 @@ fn sh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `ip -n NS ARGS...` (ARGS split on spaces), which must succeed.
+fn ip_in(ns: &str, args: &str) -> String {
+    let mut full = vec!["ip", "-n", ns];
+    full.extend(args.split(' '));
+    sh(&full)
+}
+
 /// A named network namespace, deleted on drop (even when the test panics).
 struct TestNs {
     name: String,
@@ -246,63 +253,16 @@ impl Lab {
         let n = self.node.name.clone();
         self.node
             .exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
-        sh(&[
-            "ip",
-            "-n",
-            &n,
-            "-6",
-            "addr",
-            "add",
-            "fd00:99:ffff::1/128",
-            "dev",
-            "lo",
-        ]);
+        ip_in(&n, "-6 addr add fd00:99:ffff::1/128 dev lo");
         let mut keys: Vec<String> = self.pods.keys().cloned().collect();
         keys.sort();
         for (i, key) in keys.iter().enumerate() {
             let (ns, _, iface) = &self.pods[key];
             let ip6 = format!("fd00:99::{:x}", i + 2);
-            sh(&[
-                "ip",
-                "-n",
-                &n,
-                "-6",
-                "addr",
-                "add",
-                "fe80::1/64",
-                "dev",
-                iface,
-                "nodad",
-            ]);
-            sh(&[
-                "ip",
-                "-n",
-                &n,
-                "-6",
-                "route",
-                "add",
-                &format!("{ip6}/128"),
-                "dev",
-                iface,
-                "proto",
-                "154",
-            ]);
-            sh(&[
-                "ip",
-                "-n",
-                &ns.name,
-                "-6",
-                "addr",
-                "add",
-                &format!("{ip6}/128"),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
-            sh(&[
-                "ip", "-n", &ns.name, "-6", "route", "add", "default", "via", "fe80::1", "dev",
-                "eth0",
-            ]);
+            ip_in(&n, &format!("-6 addr add fe80::1/64 dev {iface} nodad"));
+            ip_in(&n, &format!("-6 route add {ip6}/128 dev {iface} proto 154"));
+            ip_in(&ns.name, &format!("-6 addr add {ip6}/128 dev eth0 nodad"));
+            ip_in(&ns.name, "-6 route add default via fe80::1 dev eth0");
             self.v6.insert(key.clone(), ip6);
         }
         self
