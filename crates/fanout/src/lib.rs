@@ -19,7 +19,7 @@ pub mod tls;
 
 pub use client::{ClientConfig, FanoutStore};
 pub use metrics::FanoutMetrics;
-pub use raw::{RawClient, RawEvent};
+pub use raw::{RawClient, RawEvent, Tls};
 pub use server::{Server, ServerConfig, ServerStats};
 pub use tls::{ClientTls, ServerTls};
 

@@ -22,8 +22,8 @@ pub(crate) type Reader = BufReader<ReadHalf<Box<dyn Stream>>>;
 const READ_BUFFER: usize = 16 * 1024;
 pub(crate) type Writer = WriteHalf<Box<dyn Stream>>;
 
-/// A prepared TLS connector and the name to verify.
-pub(crate) type Tls = (TlsConnector, ServerName<'static>);
+/// A prepared TLS connector and the name to verify (`tls::connector`).
+pub type Tls = (TlsConnector, ServerName<'static>);
 
 fn fail(addr: &str, reason: impl std::fmt::Display) -> Error {
     Error::Connect {
@@ -111,15 +111,17 @@ pub struct RawClient;
 
 impl RawClient {
     /// Streams from `addr` until `stop` turns true (Ok) or the stream ends or fails (Err).
-    /// With `decode_snapshot` false, snapshot parts are received but not decompressed.
+    /// With `decode_snapshot` false, snapshot parts are received but not decompressed. With
+    /// `tls`, over TLS (see [`crate::tls::connector`]).
     pub async fn run(
         addr: &str,
         name: &str,
         decode_snapshot: bool,
+        tls: Option<&Tls>,
         mut stop: tokio::sync::watch::Receiver<bool>,
         mut on_event: impl FnMut(RawEvent),
     ) -> Result<(), Error> {
-        let (mut rd, mut wr, _, _) = open(addr, None, Duration::from_secs(30), name, None).await?;
+        let (mut rd, mut wr, _, _) = open(addr, tls, Duration::from_secs(30), name, None).await?;
         let mut asm = SnapshotAssembler::default();
         let mut snapshot_bytes = 0usize;
         let stopped = stop.wait_for(|s| *s);

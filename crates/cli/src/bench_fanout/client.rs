@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use furynet_fanout::{RawClient, RawEvent};
+use furynet_fanout::{RawClient, RawEvent, Tls};
 
 use super::stats::Seen;
 
@@ -17,6 +17,7 @@ pub async fn fanout_client(
     addr: SocketAddr,
     expect: Option<usize>,
     changes: usize,
+    tls: Option<Arc<Tls>>,
     snapshot_done: Arc<AtomicUsize>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(Duration, Seen), String> {
@@ -28,6 +29,7 @@ pub async fn fanout_client(
         &addr.to_string(),
         "bench",
         expect.is_some(),
+        tls.as_deref(),
         stop,
         |e| match e {
             RawEvent::Snapshot { entries, .. } => {

@@ -9,6 +9,7 @@
 
 mod client;
 mod etcd;
+mod pki;
 mod procstat;
 mod stats;
 
@@ -62,6 +63,10 @@ pub struct FanoutBench {
     /// The fan-out server's --write-coalesce-ms.
     #[arg(long, default_value_t = 10)]
     write_coalesce_ms: u64,
+    /// Mutual TLS between the simulated agents and the fan-out server (a throwaway CA, a
+    /// server certificate and one client certificate; the etcd baseline stays plain).
+    #[arg(long)]
+    tls: bool,
     /// The fan-out server's --sweepers (0: its default, half the CPUs, 1 to 4).
     #[arg(long, default_value_t = 0)]
     sweepers: usize,
@@ -145,6 +150,7 @@ fn start_server(
     listen: SocketAddr,
     coalesce_ms: u64,
     sweepers: usize,
+    tls: &[String],
 ) -> Result<ServerProcess, String> {
     let health = free_addr()?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -154,6 +160,7 @@ fn start_server(
         .args(["--health-addr", &health.to_string()])
         .args(["--write-coalesce-ms", &coalesce_ms.to_string()])
         .args(["--sweepers", &sweepers.to_string()])
+        .args(tls)
         .env("FURYNET_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -333,10 +340,17 @@ async fn bench(b: &FanoutBench, etcd: EtcdProcess) -> Result<Report, String> {
     progress(&format!("starting the fan-out server on {listen}"));
     let datastore = etcd.datastore_arg();
     let (coalesce, sweepers) = (b.write_coalesce_ms, b.sweepers);
-    let server =
-        tokio::task::spawn_blocking(move || start_server(&datastore, listen, coalesce, sweepers))
-            .await
-            .map_err(|e| e.to_string())??;
+    let pki = if b.tls { Some(pki::Pki::new()?) } else { None };
+    let server_tls = pki.as_ref().map(pki::Pki::server_args).unwrap_or_default();
+    let client_tls = pki
+        .as_ref()
+        .map(|p| p.connector().map(Arc::new))
+        .transpose()?;
+    let server = tokio::task::spawn_blocking(move || {
+        start_server(&datastore, listen, coalesce, sweepers, &server_tls)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     let objects = b.objects;
     let first = Arc::new(AtomicBool::new(true));
     // Room for every change of the churn (and some), so recording one never copies.
@@ -349,7 +363,8 @@ async fn bench(b: &FanoutBench, etcd: EtcdProcess) -> Result<Report, String> {
         (server.0.id(), Some(server.1)),
         |done, stop| {
             let expect = first.swap(false, Ordering::Relaxed).then_some(objects);
-            client::fanout_client(listen, expect, expected_changes, done, stop)
+            let tls = client_tls.clone();
+            client::fanout_client(listen, expect, expected_changes, tls, done, stop)
         },
     )
     .await?;
