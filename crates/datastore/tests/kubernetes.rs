@@ -31,6 +31,20 @@ async fn install_crds(c: &Client) {
     crds::install(c).await.unwrap();
 }
 
+/// Creates a Node without addresses (as the kubelet does before it reports them); the Nodes API.
+async fn create_node(client: Client, name: &str) -> Api<k8s_openapi::api::core::v1::Node> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+    let node = serde_json::json!({"metadata": {"name": name}});
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(node).unwrap(),
+        )
+        .await
+        .unwrap();
+    nodes
+}
+
 /// Run `f` with a client of `server` on a throwaway runtime (the store API blocks, so tests
 /// are plain threads; only direct API calls need async).
 fn with_client<T>(server: &FakeApiServer, f: impl AsyncFnOnce(Client) -> T) -> T {
@@ -223,14 +237,7 @@ fn core_objects_are_the_agents_values_and_read_only() {
         )
         .await
         .unwrap();
-        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
-        nodes
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(serde_json::json!({"metadata": {"name": "n1"}})).unwrap(),
-            )
-            .await
-            .unwrap();
+        let nodes = create_node(client, "n1").await;
         // The kubelet reports the addresses through the status subresource.
         nodes
             .patch_status(
@@ -312,14 +319,7 @@ fn core_objects_are_the_agents_values_and_read_only() {
     // A Node without any address yet stands for no key; the agent's registration creates it
     // (as the annotation), and a second create is AlreadyExists.
     with_client(&c.server, async |client| {
-        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
-        nodes
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(serde_json::json!({"metadata": {"name": "n3"}})).unwrap(),
-            )
-            .await
-            .unwrap();
+        create_node(client, "n3").await;
     });
     assert!(s.get("nodes/n3").unwrap().is_none());
     let rec = br#"{"name":"n3","underlay":"192.0.2.3"}"#;

@@ -15,8 +15,8 @@ use tokio::sync::watch;
 
 use crate::hub;
 use crate::proto::{self, Change, Msg, SnapshotAssembler, Start};
-use crate::raw::{open, Tls};
-use crate::tls::{self, ClientTls};
+use crate::raw::open;
+use crate::tls::{self, ClientTls, Tls};
 use crate::Error;
 
 const BACKEND: &str = "fanout";

@@ -19,9 +19,9 @@ pub mod tls;
 
 pub use client::{ClientConfig, FanoutStore};
 pub use metrics::FanoutMetrics;
-pub use raw::{RawClient, RawEvent, Tls};
+pub use raw::{RawClient, RawEvent};
 pub use server::{Server, ServerConfig, ServerStats};
-pub use tls::{ClientTls, ServerTls};
+pub use tls::{ClientTls, ServerTls, Tls};
 
 /// What the fan-out server and client fail with.
 #[derive(Debug, thiserror::Error)]

@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use crate::proto::{self, Msg, SnapshotAssembler, Start, CAPABILITIES, PROTOCOL};
+use crate::tls::Tls;
 use crate::Error;
 
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -21,9 +20,6 @@ pub(crate) type Reader = BufReader<ReadHalf<Box<dyn Stream>>>;
 /// Read buffer of a client connection.
 const READ_BUFFER: usize = 16 * 1024;
 pub(crate) type Writer = WriteHalf<Box<dyn Stream>>;
-
-/// A prepared TLS connector and the name to verify (`tls::connector`).
-pub type Tls = (TlsConnector, ServerName<'static>);
 
 fn fail(addr: &str, reason: impl std::fmt::Display) -> Error {
     Error::Connect {

@@ -111,8 +111,11 @@ pub fn client_name_allowed(cert: Option<&CertificateDer<'_>>, allowed: &[String]
     })
 }
 
+/// A prepared client-side TLS connector and the server name to verify.
+pub type Tls = (TlsConnector, ServerName<'static>);
+
 /// The connector for `tls` and the server name to verify.
-pub fn connector(tls: &ClientTls) -> Result<(TlsConnector, ServerName<'static>), Error> {
+pub fn connector(tls: &ClientTls) -> Result<Tls, Error> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?

@@ -440,12 +440,7 @@ pub fn run(b: &FanoutBench) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
-    let threads = std::env::var("FURYNET_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
         .enable_all()
         .build()
     {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use furynet_fanout::{ClientTls, Tls};
+use furynet_fanout::{ClientTls, ServerTls, Tls};
 
 /// The name in the server certificate (the fan-out client's default server name).
 const SERVER_NAME: &str = "furynet-fanout";
@@ -44,19 +44,32 @@ impl Pki {
         self.dir.path().join(file)
     }
 
-    /// `furynet fanout` arguments: TLS, client certificates from this CA, the client's name.
+    /// The server side: its certificate, client certificates from this CA, the client's name.
+    pub fn server_tls(&self) -> ServerTls {
+        ServerTls {
+            cert_pem: self.path("server.pem"),
+            key_pem: self.path("server.key"),
+            client_ca_pem: Some(self.path("ca.pem")),
+            allowed_client_cns: vec![CLIENT_NAME.into()],
+        }
+    }
+
+    /// [`Pki::server_tls`] as `furynet fanout` arguments.
     pub fn server_args(&self) -> Vec<String> {
-        let p = |f: &str| self.path(f).display().to_string();
-        vec![
+        let t = self.server_tls();
+        let mut args = vec![
             "--tls-cert".into(),
-            p("server.pem"),
+            t.cert_pem.display().to_string(),
             "--tls-key".into(),
-            p("server.key"),
-            "--tls-client-ca".into(),
-            p("ca.pem"),
-            "--tls-client-cn".into(),
-            CLIENT_NAME.into(),
-        ]
+            t.key_pem.display().to_string(),
+        ];
+        if let Some(ca) = &t.client_ca_pem {
+            args.extend(["--tls-client-ca".into(), ca.display().to_string()]);
+        }
+        for cn in t.allowed_client_cns {
+            args.extend(["--tls-client-cn".into(), cn]);
+        }
+        args
     }
 
     /// The simulated agents' connector (built once, shared by all of them).
@@ -78,14 +91,10 @@ mod tests {
     #[test]
     fn certificates_make_a_working_server_and_client_configuration() {
         let pki = Pki::new().unwrap();
+        furynet_fanout::tls::acceptor(&pki.server_tls()).unwrap();
         let args = pki.server_args();
-        let server = furynet_fanout::ServerTls {
-            cert_pem: PathBuf::from(&args[1]),
-            key_pem: PathBuf::from(&args[3]),
-            client_ca_pem: Some(PathBuf::from(&args[5])),
-            allowed_client_cns: vec![args[7].clone()],
-        };
-        furynet_fanout::tls::acceptor(&server).unwrap();
+        assert!(args.contains(&"--tls-client-ca".to_string()), "{args:?}");
+        assert!(args.contains(&CLIENT_NAME.to_string()), "{args:?}");
         let (_, name) = pki.connector().unwrap();
         assert_eq!(name.to_str(), SERVER_NAME);
     }

@@ -193,10 +193,11 @@ impl Inner {
     {
         let mut attempt = 0;
         loop {
-            let wait = match self.limiter.lock() {
-                Ok(mut b) => b.take(Instant::now()),
-                Err(p) => p.into_inner().take(Instant::now()),
-            };
+            let wait = self
+                .limiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(Instant::now());
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }

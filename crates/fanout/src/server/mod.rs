@@ -109,10 +109,10 @@ struct Shared {
     /// The hub's next sequence number (as `published`), readable without the hub's lock.
     head: AtomicU64,
     connections: AtomicUsize,
-    snapshots_sent: AtomicU64,
-    resumes: AtomicU64,
     cutoffs: AtomicU64,
-    blocked_writes: AtomicU64,
+    /// `typha_client_write_latency_secs` and `typha_ping_latency`, looked up once.
+    write_latency: Histogram,
+    ping_latency: Histogram,
 }
 
 impl Shared {
@@ -235,6 +235,11 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Listen(cfg.listen, e))?;
+        let write_latency = metrics
+            .client_write_latency
+            .get_or_create(&syncer())
+            .clone();
+        let ping_latency = metrics.ping_latency.get_or_create(&syncer()).clone();
         let shared = Arc::new(Shared {
             hub: RwLock::new(Hub::new(Limits {
                 max_entries: cfg.history_max_entries,
@@ -254,10 +259,9 @@ impl Server {
             metrics,
             watching: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
-            snapshots_sent: AtomicU64::new(0),
-            resumes: AtomicU64::new(0),
             cutoffs: AtomicU64::new(0),
-            blocked_writes: AtomicU64::new(0),
+            write_latency,
+            ping_latency,
         });
         let s = shared.clone();
         let reader = std::thread::Builder::new()
@@ -306,10 +310,10 @@ impl Server {
             snapshot_bytes: hub.snapshot_bytes(),
             revision: hub.revision(),
             objects: hub.len(),
-            snapshots_sent: self.shared.snapshots_sent.load(Ordering::Relaxed),
-            resumes: self.shared.resumes.load(Ordering::Relaxed),
+            snapshots_sent: self.shared.metrics.snapshots_sent.get(),
+            resumes: self.shared.metrics.resumes.get(),
             cutoffs: self.shared.cutoffs.load(Ordering::Relaxed),
-            blocked_writes: self.shared.blocked_writes.load(Ordering::Relaxed),
+            blocked_writes: self.shared.metrics.blocked_writes.get(),
         }
     }
 
@@ -512,6 +516,9 @@ impl Drop for Streaming<'_> {
     }
 }
 
+/// The cutoff reason for an agent whose cursor fell out of the history.
+const BEHIND: &str = "fell behind the server's history; reconnect";
+
 /// Why a write to an agent failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WriteFail {
@@ -669,14 +676,9 @@ async fn open<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         // A snapshot is shared, so a slow reader of it costs no memory: it gets more time per
         // part than a delta write (thousands of agents starting at once share the machine).
         let timeout = shared.cfg.write_timeout * SNAPSHOT_TIMEOUT_FACTOR;
-        let write_latency = shared
-            .metrics
-            .client_write_latency
-            .get_or_create(&syncer())
-            .clone();
         for f in &s.frames {
             if let Err(why) =
-                write_frames(&write_latency, wr, std::slice::from_ref(f), timeout).await
+                write_frames(&shared.write_latency, wr, std::slice::from_ref(f), timeout).await
             {
                 if why == WriteFail::Timeout {
                     shared.cutoff(Cutoff::WriteTimeout);
@@ -685,10 +687,8 @@ async fn open<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             }
         }
         shared.metrics.snapshots_sent.inc();
-        shared.snapshots_sent.fetch_add(1, Ordering::Relaxed);
     } else {
         shared.metrics.resumes.inc();
-        shared.resumes.fetch_add(1, Ordering::Relaxed);
     }
     tracing::debug!(agent = %name, ?start, revision, "agent streaming");
     Ok((name, cursor, streaming))
@@ -726,11 +726,6 @@ async fn stream_deltas<W: AsyncWrite + Unpin>(
     let mut stop = shared.stop.subscribe();
     let mut ping = ping_interval(shared);
     let mut pinger = Pinger::default();
-    let write_latency = shared
-        .metrics
-        .client_write_latency
-        .get_or_create(&syncer())
-        .clone();
     loop {
         // Everything up to the announced sequence number is written before waiting again;
         // changes the hub holds beyond it go along (they are real), the rest waits for the
@@ -749,7 +744,7 @@ async fn stream_deltas<W: AsyncWrite + Unpin>(
                 let _ = send(
                     wr,
                     &Msg::Cutoff {
-                        reason: "fell behind the server's history; reconnect".into(),
+                        reason: BEHIND.into(),
                     },
                 )
                 .await;
@@ -757,7 +752,7 @@ async fn stream_deltas<W: AsyncWrite + Unpin>(
             }
             Ok(f) if !f.is_empty() => {
                 if let Err(why) =
-                    write_frames(&write_latency, wr, &f, shared.cfg.write_timeout).await
+                    write_frames(&shared.write_latency, wr, &f, shared.cfg.write_timeout).await
                 {
                     if why == WriteFail::Timeout {
                         shared.cutoff(Cutoff::WriteTimeout);
@@ -823,12 +818,7 @@ impl Pinger {
         };
         if let Some((want, sent)) = self.outstanding {
             if id == want {
-                let rtt = sent.elapsed().as_secs_f64();
-                shared
-                    .metrics
-                    .ping_latency
-                    .get_or_create(&syncer())
-                    .observe(rtt);
+                shared.ping_latency.observe(sent.elapsed().as_secs_f64());
                 self.outstanding = None;
             }
         }
@@ -854,12 +844,7 @@ async fn stream_swept(
     pong_rx: &mut mpsc::Receiver<u64>,
     name: &str,
 ) -> Result<(), String> {
-    let write_latency = shared
-        .metrics
-        .client_write_latency
-        .get_or_create(&syncer())
-        .clone();
-    let member = Arc::new(sweep::Member::new(wr, cursor, write_latency));
+    let member = Arc::new(sweep::Member::new(wr, cursor));
     let turn = shared.next_sweeper.fetch_add(1, Ordering::Relaxed);
     let sweeper = &shared.sweepers[turn % shared.sweepers.len()];
     struct Leave<'a>(&'a sweep::Sweeper, Arc<sweep::Member>);
@@ -880,8 +865,12 @@ async fn stream_swept(
             Ok(()) => {}
             Err(sweep::Catch::Behind) => {
                 shared.cutoff(Cutoff::Behind);
-                let reason = "fell behind the server's history; reconnect".into();
-                if member.say(&Msg::Cutoff { reason }).is_ok() {
+                if member
+                    .say(&Msg::Cutoff {
+                        reason: BEHIND.into(),
+                    })
+                    .is_ok()
+                {
                     let _ = member.catch_up(shared).await;
                 }
                 return Err(format!("{name}: cut off (behind)"));

@@ -1,6 +1,7 @@
-//! Agents on plain TCP are written by one sweeper thread instead of a task each.
+//! Agents on plain TCP are written by sweeper threads (each with its share of the agents)
+//! instead of a task each.
 //!
-//! When the wake clock announces new frames, the sweeper visits every streaming agent in turn
+//! When the wake clock announces new frames, a sweeper visits each of its agents in turn
 //! and writes what that agent lacks with one non-blocking vectored write of the shared
 //! frames. No task is woken and no timer is armed per agent and per change, and every agent is
 //! served once per round, in the same order, so a change reaches all of them within one
@@ -12,12 +13,11 @@
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, IoSlice};
-use std::sync::atomic::{self, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{self, MsgFlags};
-use prometheus_client::metrics::histogram::Histogram;
 use std::os::fd::AsRawFd;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
@@ -64,7 +64,6 @@ pub(super) struct Member {
     state: Mutex<State>,
     /// Wakes the agent's task: bytes are pending or the agent has a fault.
     wake: Notify,
-    write_latency: Histogram,
 }
 
 /// The frames an agent at some cursor lacks, and when the first was read from the datastore.
@@ -98,7 +97,7 @@ impl FrameCache {
 }
 
 impl Member {
-    pub(super) fn new(io: OwnedWriteHalf, cursor: u64, write_latency: Histogram) -> Self {
+    pub(super) fn new(io: OwnedWriteHalf, cursor: u64) -> Self {
         Member {
             io,
             state: Mutex::new(State {
@@ -106,7 +105,6 @@ impl Member {
                 ..State::default()
             }),
             wake: Notify::new(),
-            write_latency,
         }
     }
 
@@ -171,13 +169,10 @@ impl Member {
                 }
                 st.since = Some(start);
                 shared.metrics.blocked_writes.inc();
-                shared
-                    .blocked_writes
-                    .fetch_add(1, atomic::Ordering::Relaxed);
                 self.wake.notify_one();
                 return Served::Blocked;
             }
-            self.write_latency.observe(start.elapsed().as_secs_f64());
+            shared.write_latency.observe(start.elapsed().as_secs_f64());
         }
         Served::UpToDate
     }
@@ -210,7 +205,7 @@ impl Member {
     }
 
     /// Writes the pending bytes as the socket drains, within the write timeout.
-    async fn flush(&self, timeout: Duration) -> Result<(), WriteFail> {
+    async fn flush(&self, shared: &Shared) -> Result<(), WriteFail> {
         loop {
             let since = {
                 let st = self.lock();
@@ -224,7 +219,8 @@ impl Member {
                     _ => return Ok(()),
                 }
             };
-            match tokio::time::timeout_at((since + timeout).into(), self.io.writable()).await {
+            let deadline = since + shared.cfg.write_timeout;
+            match tokio::time::timeout_at(deadline.into(), self.io.writable()).await {
                 Err(_) => return Err(WriteFail::Timeout),
                 Ok(Err(_)) => return Err(WriteFail::Gone),
                 Ok(Ok(())) => {}
@@ -235,7 +231,7 @@ impl Member {
                     st.pending.drain(..n);
                     if st.pending.is_empty() {
                         st.since = None;
-                        self.write_latency.observe(since.elapsed().as_secs_f64());
+                        shared.write_latency.observe(since.elapsed().as_secs_f64());
                     }
                 }
                 Err(e) if retry_later(&e) => {}
@@ -251,9 +247,7 @@ impl Member {
     /// with the agent up to date (then the sweeper serves it again), or with why not.
     pub(super) async fn catch_up(&self, shared: &Shared) -> Result<(), Catch> {
         loop {
-            self.flush(shared.cfg.write_timeout)
-                .await
-                .map_err(Catch::Write)?;
+            self.flush(shared).await.map_err(Catch::Write)?;
             match self.serve(shared, &mut FrameCache::default(), u64::MAX) {
                 Served::UpToDate => return Ok(()),
                 Served::Blocked => continue,
@@ -334,7 +328,7 @@ pub(super) fn run(shared: &Shared, index: usize) {
     let mut members: Vec<Arc<Member>> = Vec::new();
     let mut swept = 0u64;
     while !stopped(shared) {
-        let announced = {
+        let (announced, departed) = {
             let mut a = inbox.lock();
             while a.announced == swept && !a.departed && !stopped(shared) {
                 a = inbox
@@ -344,10 +338,11 @@ pub(super) fn run(shared: &Shared, index: usize) {
                     .unwrap_or_else(|e| e.into_inner().0);
             }
             members.append(&mut a.joined);
-            a.departed = false;
-            a.announced
+            (a.announced, std::mem::take(&mut a.departed))
         };
-        members.retain(|m| !m.left());
+        if departed {
+            members.retain(|m| !m.left());
+        }
         if announced != swept {
             let mut cache = FrameCache::default();
             for m in &members {
