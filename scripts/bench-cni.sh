@@ -37,6 +37,8 @@ conf() { # name json
 conf bridge '{"cniVersion":"1.0.0","name":"bench-bridge","type":"bridge","bridge":"fnybr0","isGateway":true,"ipMasq":false,"ipam":{"type":"host-local","subnet":"10.99.0.0/16","dataDir":"'"$work"'/hl-bridge"}}'
 conf ptp '{"cniVersion":"1.0.0","name":"bench-ptp","type":"ptp","ipMasq":false,"ipam":{"type":"host-local","subnet":"10.98.0.0/16","dataDir":"'"$work"'/hl-ptp"}}'
 conf furynet '{"cniVersion":"1.0.0","name":"bench-furynet","type":"furynet-cni","datastore":{"type":"embedded","path":"'"$work"'/ds"},"nodeName":"bench","ipam":{"pools":["10.97.0.0/16"]},"mtu":1450}'
+# The same with DEL deleting the veth itself before it returns, as the reference plugins do.
+conf furynet-wait '{"cniVersion":"1.0.0","name":"bench-furynet","type":"furynet-cni","datastore":{"type":"embedded","path":"'"$work"'/ds-wait"},"nodeName":"bench","ipam":{"pools":["10.95.0.0/16"]},"mtu":1450,"teardown":"wait"}'
 
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -44,6 +46,7 @@ for par in 1 8; do
   ip netns exec "$host" "$bin/furynet" bench cni --plugin /usr/lib/cni/bridge --config "$work/bridge.json" --cni-path "$work/cni" --pods "$pods" --parallel $par --name bridge+host-local 2>/dev/null
   ip netns exec "$host" "$bin/furynet" bench cni --plugin /usr/lib/cni/ptp --config "$work/ptp.json" --cni-path "$work/cni" --pods "$pods" --parallel $par --name ptp+host-local 2>/dev/null
   ip netns exec "$host" "$bin/furynet" bench cni --plugin "$bin/furynet-cni" --config "$work/furynet.json" --cni-path "$work/cni" --pods "$pods" --parallel $par --name furynet-embedded 2>/dev/null
+  ip netns exec "$host" "$bin/furynet" bench cni --plugin "$bin/furynet-cni" --config "$work/furynet-wait.json" --cni-path "$work/cni" --pods "$pods" --parallel $par --name furynet-emb-wait 2>/dev/null
 done
 if command -v etcd >/dev/null; then
   conf furynet-etcd '{"cniVersion":"1.0.0","name":"bench-furynet","type":"furynet-cni","datastore":{"type":"etcd","endpoints":["http://127.0.0.1:23790"]},"nodeName":"bench","ipam":{"pools":["10.96.0.0/16"]},"mtu":1450}'

@@ -78,7 +78,30 @@ struct CniReport {
     del: Stats,
     add_per_second: f64,
     add_del_median_ms: f64,
+    /// How long after the last DEL returned the host namespace was back to its interfaces of
+    /// before the ADDs (0 when DEL deletes synchronously; furynet-cni's reaper otherwise).
+    links_gone_after_ms: f64,
     failures: usize,
+}
+
+/// Interfaces in the current network namespace other than bridges (the `bridge` plugin keeps
+/// its bridge on purpose), from `/sys/class/net`, which `ip netns exec` remounts for the
+/// namespace it enters.
+fn link_count() -> usize {
+    std::fs::read_dir("/sys/class/net").map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| !e.path().join("bridge").exists())
+            .count()
+    })
+}
+
+/// Waits (up to 10 s) until at most `count` interfaces are left; returns how long it took.
+fn links_back_to(count: usize) -> Duration {
+    let start = Instant::now();
+    while link_count() > count && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    start.elapsed()
 }
 
 fn stats(samples: &mut [Duration]) -> Stats {
@@ -200,6 +223,7 @@ fn cni(b: &CniBench) -> Result<CniReport, String> {
             let _ = sh(&["ip", "netns", "delete", &p.netns]);
         }
     };
+    let links_before = link_count();
     eprintln!("ADD x{} ({} at a time)...", b.pods, b.parallel);
     let (mut add, add_err, add_wall) = run_all(pods.len(), b.parallel, &|i| {
         invoke(b, &config, "ADD", &pods[i])
@@ -208,6 +232,7 @@ fn cni(b: &CniBench) -> Result<CniReport, String> {
     let (mut del, del_err, _) = run_all(pods.len(), b.parallel, &|i| {
         invoke(b, &config, "DEL", &pods[i])
     });
+    let links_gone = links_back_to(links_before);
     cleanup();
     for e in add_err.iter().chain(del_err.iter()).take(3) {
         eprintln!("failure: {e}");
@@ -219,6 +244,7 @@ fn cni(b: &CniBench) -> Result<CniReport, String> {
         parallel: b.parallel,
         add_per_second: add.len() as f64 / add_wall.as_secs_f64().max(1e-9),
         add_del_median_ms: a.median_ms + d.median_ms,
+        links_gone_after_ms: links_gone.as_secs_f64() * 1e3,
         add: a,
         del: d,
         failures: add_err.len() + del_err.len(),
@@ -239,9 +265,9 @@ pub fn run(args: &BenchArgs) -> u8 {
                     }
                     _ => writeln!(
                         w,
-                        "{:<16} pods {:>4} x{:<2} ADD median {:>7.2} ms p99 {:>7.2} ms | DEL median {:>7.2} ms p99 {:>7.2} ms | {:>7.1} ADD/s | failures {}",
+                        "{:<16} pods {:>4} x{:<2} ADD median {:>7.2} ms p99 {:>7.2} ms | DEL median {:>7.2} ms p99 {:>7.2} ms | {:>7.1} ADD/s | links gone {:>6.1} ms after the last DEL | failures {}",
                         r.name, r.pods, r.parallel, r.add.median_ms, r.add.p99_ms, r.del.median_ms,
-                        r.del.p99_ms, r.add_per_second, r.failures
+                        r.del.p99_ms, r.add_per_second, r.links_gone_after_ms, r.failures
                     ),
                 }
                 });

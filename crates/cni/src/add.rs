@@ -1,7 +1,8 @@
 //! ADD: allocate, wire, print the result; roll everything back if any step fails.
 //!
-//! Order: validate the namespace and the interface name (nothing to undo yet), remove a stale
-//! host veth of this very attachment (an interrupted earlier ADD), allocate, wire. On failure
+//! Order: validate the namespace, remove this very attachment's host veth if a DEL retired it
+//! and the reaper has not deleted it yet, validate the interface name (nothing to undo yet),
+//! remove a stale host veth of this attachment (an interrupted earlier ADD), allocate, wire. On failure
 //! after allocation: delete the host veth (which takes the peer, addresses and routes with it),
 //! then release the addresses (only if this ADD allocated them), and report any rollback
 //! failure in the error's details too.
@@ -19,7 +20,7 @@ use crate::env::AttachEnv;
 use crate::error::{code, CniError};
 use crate::plugin::{alloc_error, kernel_error, Deps};
 use crate::result::{CniResult, Interface, IpConfig, RouteEntry};
-use crate::wiring::{self, host_veth_name, pod_prefix, PodPlan, HOST_MAC};
+use crate::wiring::{self, host_veth_name, pod_prefix, PodPlan, HOST_MAC, RETIRED_GROUP};
 
 /// VXLAN encapsulation overhead over an IPv4 underlay (outer IP 20 + UDP 8 + VXLAN 8 + Ethernet 14).
 pub const VXLAN_OVERHEAD_V4: u32 = 50;
@@ -37,6 +38,18 @@ pub(crate) fn add(
     let k = deps.kernel;
     let netns = require_netns(k, env)?;
     let pod = Netns::Path(netns);
+    let host_if = host_veth_name(&env.container_id, &env.ifname);
+    let mut stale = k
+        .link(Netns::Current, &host_if)
+        .map_err(|e| kernel_error("cannot inspect the host network namespace", e))?;
+    if stale.as_ref().is_some_and(|l| l.group == RETIRED_GROUP) {
+        // A DEL of this very attachment retired it and the reaper has not deleted it yet (its
+        // pod side may still hold CNI_IFNAME): delete it now.
+        wiring::unwire(k, &host_if)
+            .map_err(|e| kernel_error("cannot remove the retired host interface", e))?;
+        info!(host_if = %host_if, "removed the retired interface of an earlier DEL");
+        stale = None;
+    }
     if k.link(pod, &env.ifname)
         .map_err(|e| kernel_error("cannot inspect the container's network namespace", e))?
         .is_some()
@@ -58,9 +71,9 @@ pub(crate) fn add(
         None => None,
     };
     let mtu = resolve_mtu(conf, k)?;
-    let host_if = host_veth_name(&env.container_id, &env.ifname);
-    if wiring::unwire(k, &host_if)
-        .map_err(|e| kernel_error("cannot remove a stale host interface", e))?
+    if stale.is_some()
+        && wiring::unwire(k, &host_if)
+            .map_err(|e| kernel_error("cannot remove a stale host interface", e))?
     {
         warn!(host_if = %host_if, "removed a stale host interface left by an interrupted ADD");
     }

@@ -13,7 +13,13 @@ use furynet_cni::{log_conf_hint, open_allocator, run, Deps};
 use furynet_dataplane::LinuxKernel;
 use tracing::Level;
 
+/// The reaper's command-line flag (not a CNI verb: runtimes never pass arguments).
+const REAP_FLAG: &str = "--reap-retired";
+
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == REAP_FLAG) {
+        return reap();
+    }
     let command = std::env::var("CNI_COMMAND").unwrap_or_default();
     let mut stdin = Vec::new();
     let input = std::io::stdin();
@@ -39,10 +45,12 @@ fn main() -> ExitCode {
             .ok()
             .and_then(|h| h.into_string().ok())
     };
+    let start_reaper = || spawn_reaper(&kernel);
     let deps = Deps {
         kernel: &kernel,
         allocator: &allocator,
         hostname: &hostname,
+        start_reaper: &start_reaper,
     };
     let started = std::time::Instant::now();
     let outcome = run(&|k| std::env::var(k).ok(), &stdin, &deps);
@@ -55,6 +63,81 @@ fn main() -> ExitCode {
         &hostname,
     );
     exit
+}
+
+/// How long a reaper waits, announced, for more DELs to retire veths before it deletes them
+/// all in one request.
+const REAPER_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A reaper announces itself by binding this abstract unix socket name, from its start until
+/// just before its batch delete. Abstract names belong to the network namespace, vanish with
+/// the socket (also when the process dies) and leave no file behind. A DEL that finds the
+/// name taken leaves its retired veth to that reaper, which is sure to delete after it.
+/// `Ok(None)` when another reaper holds it.
+fn announce_reaper() -> std::io::Result<Option<std::os::unix::net::UnixDatagram>> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let name = SocketAddr::from_abstract_name(b"furynet-cni-reaper")?;
+    match UnixDatagram::bind_addr(&name) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `furynet-cni --reap-retired`: deletes every host veth that a DEL retired, in this network
+/// namespace, in one batch. DEL starts it detached; it can also be run by hand. If another
+/// reaper of this namespace has not deleted yet, that one will take ours too: exit at once.
+fn reap() -> ExitCode {
+    match announce_reaper() {
+        Ok(None) => return ExitCode::SUCCESS,
+        Ok(Some(announced)) => {
+            std::thread::sleep(REAPER_LINGER);
+            // From here on, a DEL starts a reaper of its own.
+            drop(announced);
+        }
+        Err(_) => {}
+    }
+    match furynet_cni::wiring::reap(&LinuxKernel::new()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "furynet-cni {REAP_FLAG}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts `furynet-cni --reap-retired` in the plugin's own network namespace, detached: its own
+/// process group, no stdio (the runtime reads our stdout until it closes), not waited for. If it
+/// cannot be started, reaps in this process instead (DEL then takes as long as a synchronous
+/// delete).
+fn spawn_reaper(kernel: &LinuxKernel) {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    if let Ok(None) = announce_reaper() {
+        // Our veth was retired before this check: the waiting reaper deletes after it.
+        tracing::debug!("a reaper is waiting already; it takes this veth too");
+        return;
+    }
+    let spawned = std::env::current_exe().and_then(|exe| {
+        Command::new(exe)
+            .arg(REAP_FLAG)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+    });
+    match spawned {
+        Ok(child) => tracing::debug!(pid = child.id(), "reaper started"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the reaper; deleting retired interfaces now");
+            if let Err(e) = furynet_cni::wiring::reap(kernel) {
+                tracing::warn!(error = %e, "cannot delete the retired host interfaces");
+            }
+        }
+    }
 }
 
 /// Appends one line for this call to `metricsFile` (best effort, never changes the result):

@@ -23,6 +23,9 @@ pub struct Deps<'a> {
     pub allocator: AllocatorFactory<'a>,
     /// The host name (the default `nodeName`).
     pub hostname: &'a dyn Fn() -> Option<String>,
+    /// Starts deleting the retired host veths ([`crate::wiring::reap`]) without waiting for
+    /// it: the binary spawns a detached `furynet-cni --reap-retired`.
+    pub start_reaper: &'a dyn Fn(),
 }
 
 impl std::fmt::Debug for Deps<'_> {

@@ -1,20 +1,27 @@
 //! DEL, GC and STATUS.
 //!
 //! DEL needs nothing but the container id and interface name: the host veth name is derived
-//! from them, deleting it removes the peer, the addresses and the routes, and the allocation is
-//! keyed by them too. So DEL succeeds when the attachment is already gone, the namespace is
-//! gone, `CNI_NETNS` is unset or the container was never known, and it still releases the
-//! address. If the host veth exists but cannot be deleted, DEL fails *without* releasing, so
-//! an address is never handed to another pod while still routed here; the runtime retries.
+//! from them, taking it away cuts the pod off (and deleting it removes the peer, the addresses
+//! and the routes), and the allocation is keyed by them too. So DEL succeeds when the
+//! attachment is already gone, the namespace is gone, `CNI_NETNS` is unset or the container was
+//! never known, and it still releases the address. If the host veth exists but cannot be taken
+//! out of service, DEL fails *without* releasing, so an address is never handed to another pod
+//! while still routed here; the runtime retries.
+//!
+//! With `teardown: background` (the default) DEL sets the host veth down and into
+//! [`RETIRED_GROUP`] (one netlink request: no traffic either way, no routes) and starts the
+//! reaper, which deletes every retired veth in one batch after DEL has returned; the kernel's
+//! unregistering of a device waits for RCU grace periods (20-40 ms), more than the whole rest
+//! of DEL. With `teardown: wait` DEL deletes the veth itself, like the reference plugins.
 
 use tracing::{debug, info, warn};
 
 use crate::alloc::{AllocError, Handle};
-use crate::config::NetConf;
+use crate::config::{NetConf, Teardown};
 use crate::env::AttachEnv;
 use crate::error::{code, CniError};
 use crate::plugin::{alloc_error, kernel_error, Deps};
-use crate::wiring::{host_veth_name, unwire};
+use crate::wiring::{self, host_veth_name, unwire, RETIRED_GROUP};
 
 pub(crate) fn del(
     conf: &NetConf,
@@ -23,8 +30,17 @@ pub(crate) fn del(
     deps: &Deps<'_>,
 ) -> Result<(), CniError> {
     let host_if = host_veth_name(&env.container_id, &env.ifname);
-    match unwire(deps.kernel, &host_if) {
-        Ok(true) => info!(host_if = %host_if, "removed host interface (and the pod side with it)"),
+    let removed = match conf.teardown {
+        Teardown::Wait => unwire(deps.kernel, &host_if),
+        Teardown::Background => wiring::retire(deps.kernel, &host_if),
+    };
+    match removed {
+        Ok(true) if conf.teardown == Teardown::Wait => {
+            info!(host_if = %host_if, "removed host interface (and the pod side with it)")
+        }
+        Ok(true) => {
+            info!(host_if = %host_if, "host interface out of service; the reaper deletes it")
+        }
         Ok(false) => debug!(host_if = %host_if, "host interface already gone"),
         Err(e) => {
             return Err(kernel_error(
@@ -33,6 +49,16 @@ pub(crate) fn del(
             ))
         }
     }
+    let released = release(conf, node, env, deps);
+    // Started last, so its work competes with nothing DEL still has to do; also when the
+    // release failed (the veth is retired either way, and the runtime will retry DEL).
+    if conf.teardown == Teardown::Background && removed.as_ref().is_ok_and(|r| *r) {
+        (deps.start_reaper)();
+    }
+    released
+}
+
+fn release(conf: &NetConf, node: &str, env: &AttachEnv, deps: &Deps<'_>) -> Result<(), CniError> {
     let alloc = (deps.allocator)(conf, node).map_err(alloc_error)?;
     let handle = Handle::new(&conf.name, &env.container_id, &env.ifname);
     if alloc.release(&handle).map_err(alloc_error)? {
@@ -72,6 +98,11 @@ pub(crate) fn gc(conf: &NetConf, node: &str, deps: &Deps<'_>) -> Result<(), CniE
                 failures.push(format!("{host_if} ({h}): {e}"));
             }
         }
+    }
+    // Retired veths whose reaper did not finish (killed, or a crash) go now.
+    if let Err(e) = wiring::reap(deps.kernel) {
+        warn!(error = %e, "cannot delete the retired host interfaces");
+        failures.push(format!("group {RETIRED_GROUP}: {e}"));
     }
     info!(kept = keep.len(), released = released.len(), "GC done");
     if failures.is_empty() {

@@ -174,6 +174,23 @@ pub fn unwire(k: &dyn Kernel, host_if: &str) -> furynet_dataplane::Result<bool> 
     k.delete_link(Netns::Current, host_if)
 }
 
+/// Interface group of host veths that DEL took out of service and that wait for the reaper
+/// (`0x66796e00`, "fyn"). No other software is expected to use it; `ip link show group
+/// 1719233024` lists them.
+pub const RETIRED_GROUP: u32 = 0x6679_6e00;
+
+/// DEL's fast path: takes the host veth out of service at once (down: the kernel drops its
+/// routes, the pod side loses its carrier, nothing can pass either way) and marks it for
+/// [`reap`]. `Ok(false)` if it was already gone.
+pub fn retire(k: &dyn Kernel, host_if: &str) -> furynet_dataplane::Result<bool> {
+    k.retire_link(Netns::Current, host_if, RETIRED_GROUP)
+}
+
+/// Deletes every retired host veth of this namespace in one batch.
+pub fn reap(k: &dyn Kernel) -> furynet_dataplane::Result<()> {
+    k.delete_group(Netns::Current, RETIRED_GROUP)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,7 @@ struct FakeLink {
     /// (namespace key, name) of a veth peer.
     peer: Option<(String, String)>,
     addrs: Vec<IpNet>,
+    group: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -98,6 +99,7 @@ impl FakeKernel {
                 kind: None,
                 peer: None,
                 addrs: Vec::new(),
+                group: 0,
             },
         );
         st.namespaces.insert(key.to_string(), ns);
@@ -309,6 +311,7 @@ impl Kernel for FakeKernel {
             kind: Some("veth".into()),
             peer: Some((peer_ns.clone(), spec.peer_name.clone())),
             addrs: Vec::new(),
+            group: 0,
         };
         let peer = FakeLink {
             index: pi,
@@ -318,6 +321,7 @@ impl Kernel for FakeKernel {
             kind: Some("veth".into()),
             peer: Some((CURRENT.to_string(), spec.host_name.clone())),
             addrs: Vec::new(),
+            group: 0,
         };
         if let Some(n) = st.namespaces.get_mut(CURRENT) {
             n.links.insert(spec.host_name.clone(), host);
@@ -342,6 +346,7 @@ impl Kernel for FakeKernel {
             mtu: l.mtu,
             up: l.up,
             kind: l.kind.clone(),
+            group: l.group,
             peer_index: l.peer.as_ref().and_then(|(pns, pname)| {
                 st.namespaces
                     .get(pns)
@@ -365,6 +370,44 @@ impl Kernel for FakeKernel {
             remove_link(&mut st, &pns, &pname);
         }
         Ok(true)
+    }
+
+    fn retire_link(&self, ns: Netns<'_>, name: &str, group: u32) -> Result<bool> {
+        let key = ns_key(ns);
+        self.enter("retire_link", format!("{name} in {ns}"))?;
+        let mut st = self.state.borrow_mut();
+        let Some(n) = st.namespaces.get_mut(&key) else {
+            return Err(not_found("open netns", key));
+        };
+        let Some(l) = n.links.get_mut(name) else {
+            return Ok(false);
+        };
+        l.up = false;
+        l.group = group;
+        // Like the kernel: routes through a device that goes down go with it.
+        n.routes.retain(|r| r.dev != name);
+        Ok(true)
+    }
+
+    fn delete_group(&self, ns: Netns<'_>, group: u32) -> Result<()> {
+        let key = ns_key(ns);
+        self.enter("delete_group", format!("{group} in {ns}"))?;
+        let mut st = self.state.borrow_mut();
+        let Some(n) = st.namespaces.get(&key) else {
+            return Err(not_found("open netns", key));
+        };
+        let doomed: Vec<String> = n
+            .links
+            .iter()
+            .filter(|(_, l)| l.group == group)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in doomed {
+            if let Some(Some((pns, pname))) = remove_link(&mut st, &key, &name).map(|l| l.peer) {
+                remove_link(&mut st, &pns, &pname);
+            }
+        }
+        Ok(())
     }
 
     fn set_link_up(&self, ns: Netns<'_>, name: &str) -> Result<()> {

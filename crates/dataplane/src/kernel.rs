@@ -91,6 +91,8 @@ pub struct Link {
     pub kind: Option<String>,
     /// For a veth: the peer's interface index (in the peer's namespace).
     pub peer_index: Option<u32>,
+    /// Interface group (`IFLA_GROUP`; 0 is the kernel's default group).
+    pub group: u32,
 }
 
 /// Route scope (the subset furynet uses).
@@ -147,6 +149,13 @@ pub trait Kernel {
     fn link(&self, ns: Netns<'_>, name: &str) -> Result<Option<Link>>;
     /// Deletes an interface by name (for a veth, both ends). `Ok(false)` if it did not exist.
     fn delete_link(&self, ns: Netns<'_>, name: &str) -> Result<bool>;
+    /// Takes an interface out of service at once, without unregistering it: sets it down (the
+    /// kernel drops its routes and neighbours; a veth peer loses its carrier) and moves it to
+    /// interface `group`, for a later [`Kernel::delete_group`]. `Ok(false)` if it did not exist.
+    fn retire_link(&self, ns: Netns<'_>, name: &str, group: u32) -> Result<bool>;
+    /// Deletes every interface of `group` in one request: the kernel unregisters them as one
+    /// batch (one RCU wait for all). Nothing in the group is not an error.
+    fn delete_group(&self, ns: Netns<'_>, group: u32) -> Result<()>;
     /// Sets an interface administratively up.
     fn set_link_up(&self, ns: Netns<'_>, name: &str) -> Result<()>;
     /// Adds an address (IPv6 addresses skip duplicate address detection).

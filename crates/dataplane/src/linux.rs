@@ -244,6 +244,44 @@ impl Kernel for LinuxKernel {
         }
     }
 
+    fn retire_link(&self, ns: Netns<'_>, name: &str, group: u32) -> Result<bool> {
+        // By index: a SETLINK naming the device by IFLA_IFNAME is also a rename, which the
+        // kernel refuses (EBUSY) while the device is up.
+        let Some(link) = self.link(ns, name)? else {
+            return Ok(false);
+        };
+        let mut msg = LinkMessage::default();
+        msg.header.index = link.index;
+        msg.header.change_mask = LinkFlags::Up;
+        msg.attributes.push(LinkAttribute::Group(group));
+        match self
+            .socket(ns)?
+            .change(RouteNetlinkMessage::SetLink(msg), 0)
+        {
+            Ok(()) => Ok(true),
+            Err(e) => match Error::from_io("retire link", format!("{name} in {ns}"), e) {
+                e if e.is_not_found() => Ok(false),
+                e => Err(e),
+            },
+        }
+    }
+
+    fn delete_group(&self, ns: Netns<'_>, group: u32) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::Group(group));
+        match self
+            .socket(ns)?
+            .change(RouteNetlinkMessage::DelLink(msg), 0)
+        {
+            Ok(()) => Ok(()),
+            Err(e) => match Error::from_io("delete link group", format!("{group} in {ns}"), e) {
+                // ENODEV: the group is empty.
+                e if e.is_not_found() => Ok(()),
+                e => Err(e),
+            },
+        }
+    }
+
     fn set_link_up(&self, ns: Netns<'_>, name: &str) -> Result<()> {
         let index = self.link_index(ns, name)?;
         let mut msg = LinkMessage::default();
@@ -495,6 +533,7 @@ pub(crate) fn parse_link(msg: &LinkMessage) -> Link {
         up: msg.header.flags.contains(LinkFlags::Up),
         kind: None,
         peer_index: None,
+        group: 0,
     };
     for attr in &msg.attributes {
         match attr {
@@ -502,6 +541,7 @@ pub(crate) fn parse_link(msg: &LinkMessage) -> Link {
             LinkAttribute::Address(b) => link.mac = b.as_slice().try_into().ok(),
             LinkAttribute::Mtu(m) => link.mtu = *m,
             LinkAttribute::Link(i) => link.peer_index = Some(*i),
+            LinkAttribute::Group(g) => link.group = *g,
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(k) = info {

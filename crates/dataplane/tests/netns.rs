@@ -222,3 +222,89 @@ fn default_route_mtu_prefers_route_metric_then_device() {
         Some((1500, Family::V4))
     );
 }
+
+#[test]
+fn retired_links_lose_their_routes_at_once_and_go_in_one_batch() {
+    if !is_root() {
+        eprintln!("SKIPPED (needs root)");
+        return;
+    }
+    const GROUP: u32 = 0x6679_6e00;
+    let host = TestNs::new("r");
+    let pod = TestNs::new("rp");
+    let pod_path = pod.path();
+    let tag = NEXT.fetch_add(1, Ordering::SeqCst);
+    let names: Vec<String> = (0..3).map(|i| format!("fnyr{tag}x{i}")).collect();
+    let ns = names.clone();
+    let pp = pod_path.clone();
+    inside(&host.path(), move || {
+        let k = LinuxKernel::new();
+        for (i, n) in ns.iter().enumerate() {
+            k.create_veth(&VethSpec {
+                host_name: n.clone(),
+                host_mac: None,
+                peer_name: format!("eth{i}"),
+                peer_netns: pp.clone(),
+                mtu: 1450,
+            })
+            .unwrap();
+            k.set_link_up(Netns::Current, n).unwrap();
+            k.set_link_up(Netns::Path(&pp), &format!("eth{i}")).unwrap();
+            for dst in [format!("10.201.0.{i}/32"), format!("fd00:201::{i}/128")] {
+                k.add_route(
+                    Netns::Current,
+                    &Route {
+                        dst: dst.parse().unwrap(),
+                        gateway: None,
+                        dev: n.clone(),
+                        scope: RouteScope::Link,
+                        onlink: false,
+                        protocol: RTPROT_FURYNET,
+                    },
+                )
+                .unwrap();
+            }
+        }
+        for n in &ns[..2] {
+            assert!(k.retire_link(Netns::Current, n, GROUP).unwrap());
+            let l = k.link(Netns::Current, n).unwrap().unwrap();
+            assert!(!l.up, "{n} down");
+            assert_eq!(l.group, GROUP);
+            for f in [Family::V4, Family::V6] {
+                assert!(
+                    k.routes(Netns::Current, f, n).unwrap().is_empty(),
+                    "{n} {f:?}"
+                );
+            }
+        }
+        assert!(!k.retire_link(Netns::Current, "fnyr-none", GROUP).unwrap());
+        let live = k.link(Netns::Current, &ns[2]).unwrap().unwrap();
+        assert!(live.up && live.group == 0);
+        assert_eq!(
+            k.routes(Netns::Current, Family::V4, &ns[2]).unwrap().len(),
+            1
+        );
+    });
+    // The retired pods' sides have no carrier: nothing can leave the pod through them.
+    for i in 0..2 {
+        let out = pod.ip(&["link", "show", &format!("eth{i}")]);
+        assert!(out.contains("NO-CARRIER"), "{out}");
+    }
+    let ns = names.clone();
+    let pp = pod_path.clone();
+    inside(&host.path(), move || {
+        let k = LinuxKernel::new();
+        k.delete_group(Netns::Current, GROUP).unwrap();
+        for n in &ns[..2] {
+            assert!(k.link(Netns::Current, n).unwrap().is_none(), "{n} deleted");
+        }
+        assert!(k.link(Netns::Path(&pp), "eth0").unwrap().is_none());
+        assert!(
+            k.link(Netns::Current, &ns[2]).unwrap().is_some(),
+            "live link kept"
+        );
+        assert!(k.link(Netns::Path(&pp), "eth2").unwrap().is_some());
+        // An empty group is not an error.
+        k.delete_group(Netns::Current, GROUP).unwrap();
+    });
+}

@@ -11,6 +11,9 @@
 //!   policies that select the benchmark pods and allow their traffic, padded with `/32`
 //!   ipBlocks up to the requested number of set elements. Every new connection goes through
 //!   the verdict maps, the pod chains and the set lookups; every packet through conntrack.
+//!   Then a second A/B: the policy table against furynet's own table for the same pods with
+//!   no NetworkPolicy at all (what every furynet node runs: the base chains with conntrack and
+//!   the verdict maps), so the policies' own cost is separated from the hook's.
 //! - **VXLAN**: two node namespaces joined by a veth underlay, one pod on each (furynet-cni).
 //!   Ours: `furynet_dataplane::routing::{plan, reconcile}` over netlink. Baseline: the same
 //!   FDB, neighbour and route entries programmed by hand with `ip`/`bridge` on a plain kernel
@@ -215,9 +218,20 @@ pub(super) fn table(r: &Report, w: &mut dyn Write) -> io::Result<()> {
             n.kernel_rules, n.kernel_set_elements, n.vmap_entries, n.filler_ipblocks, n.calc_ms,
             median(&n.apply_ms)
         )?;
-        row(w, "no policy", &p.no_policy)?;
+        writeln!(
+            w,
+            "  vs a node without any nftables table (no netfilter hook, no conntrack):"
+        )?;
+        row(w, "no table", &p.no_policy)?;
         row(w, "policy in force", &p.policy)?;
         ratios(w, &p.ratio)?;
+        writeln!(
+            w,
+            "  vs furynet's table for the same pods with no NetworkPolicy (hook + conntrack in both):"
+        )?;
+        row(w, "no policy", &p.furynet_no_policy)?;
+        row(w, "policy in force", &p.policy_again)?;
+        ratios(w, &p.ratio_vs_furynet_no_policy)?;
     }
     if let Some(v) = &r.vxlan {
         writeln!(w, "\nCross-node over VXLAN (pod MTU {}):", v.pod_mtu)?;

@@ -89,9 +89,16 @@ pub(super) struct NftCounts {
 #[derive(Debug, Serialize)]
 pub(super) struct PolicyReport {
     pub(super) nft: NftCounts,
+    /// A: no nftables table at all (no netfilter hook, no conntrack).
     pub(super) no_policy: Measure,
     pub(super) policy: Measure,
     pub(super) ratio: Ratios,
+    /// The second comparison, A': furynet's table for the same pods with no NetworkPolicy (what
+    /// a node runs before anyone writes a policy: base chains, conntrack, verdict maps) ...
+    pub(super) furynet_no_policy: Measure,
+    /// ... against the policies in force again, measured alternately with A'.
+    pub(super) policy_again: Measure,
+    pub(super) ratio_vs_furynet_no_policy: Ratios,
 }
 
 pub(super) fn elements(state: &furynet_calc::NftState) -> usize {
@@ -136,6 +143,11 @@ pub(super) fn policy_scenario(args: &DataplaneBench, tag: &str, cni: &Path) -> R
     }
     let script = furynet_calc::render_full(&state);
     let calc_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut bare = cluster.clone();
+    bare.policies.clear();
+    let empty_state = furynet_calc::compute(&Engine::new(&bare), NODE, &ifaces_of(&bare));
+    let empty_script = furynet_calc::render_resync(&empty_state);
+    let resync_script = furynet_calc::render_resync(&state);
     let (chains, sets) = state.summary();
     let mut counts = NftCounts {
         policies: cluster.policies.len(),
@@ -213,6 +225,32 @@ pub(super) fn policy_scenario(args: &DataplaneBench, tag: &str, cni: &Path) -> R
         Ok(())
     };
     let (a, b) = compare(args, ["no policy", "policy"], &client, dst, &mut switch)?;
+    eprintln!("policy: the same against furynet's table with no NetworkPolicy");
+    let mut switch_table = |on: bool| -> Res<()> {
+        let t = Instant::now();
+        nft.apply(if on { &resync_script } else { &empty_script })
+            .map_err(|e| format!("nft apply: {e}"))?;
+        if on {
+            apply_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        eprintln!(
+            "  ({})",
+            if on {
+                "policy table applied"
+            } else {
+                "table without policies applied"
+            }
+        );
+        Ok(())
+    };
+    let (a2, b2) = compare(
+        args,
+        ["no NetworkPolicy", "policy"],
+        &client,
+        dst,
+        &mut switch_table,
+    )?;
+    let _ = node.exec(&["nft", "delete", "table", "inet", "furynet"]);
     counts.apply_ms = apply_ms;
     (
         counts.kernel_chains,
@@ -224,6 +262,9 @@ pub(super) fn policy_scenario(args: &DataplaneBench, tag: &str, cni: &Path) -> R
         ratio: Ratios::of(&a, &b),
         no_policy: a,
         policy: b,
+        ratio_vs_furynet_no_policy: Ratios::of(&a2, &b2),
+        furynet_no_policy: a2,
+        policy_again: b2,
     })
 }
 

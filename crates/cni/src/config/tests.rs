@@ -59,9 +59,15 @@ fn defaults_and_etcd() {
     );
     assert_eq!(c.pools[0].block_prefix, 30, "tiny pool is a single block");
     assert_eq!(c.mtu, None);
+    assert_eq!(c.teardown, Teardown::Background);
     assert_eq!(c.node_name, None);
     assert_eq!(c.unknown_keys, vec!["sommething".to_string()]);
-    let c = full(json!({"cniVersion":"1.0.0","name":"n","ipam":{"pools":["10.0.0.0/8"]}})).unwrap();
+    let c = full(
+        json!({"cniVersion":"1.0.0","name":"n","ipam":{"pools":["10.0.0.0/8"]},
+        "teardown":"wait"}),
+    )
+    .unwrap();
+    assert_eq!(c.teardown, Teardown::Wait);
     assert_eq!(
         c.datastore,
         DatastoreConf::Embedded {
@@ -91,7 +97,7 @@ fn every_problem_is_reported_together() {
         "datastore":{"type":"embedded","path":"relative","extra":1},
         "ipam":{"pools":["10.244.0.1/16","10.0.0.0/8","10.244.0.0/24","fd00::/56","nope"],
                 "blockSize":40,"blockSizeV6":48,"typo":1},
-        "mtu":70000,"logLevel":"loud","dns":[]}))
+        "mtu":70000,"logLevel":"loud","dns":[],"teardown":"later"}))
     .unwrap_err();
     assert_eq!(e.code, 7);
     for needle in [
@@ -107,6 +113,7 @@ fn every_problem_is_reported_together() {
         "mtu: expected an integer 68-65535",
         "logLevel \"loud\"",
         "dns: expected an object",
+        "teardown: expected \"background\" or \"wait\", found \"later\"",
     ] {
         assert!(
             e.details.contains(needle),

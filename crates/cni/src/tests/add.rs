@@ -228,8 +228,8 @@ fn rollback_after_every_possible_kernel_failure() {
 fn rollback_failures_are_reported_too() {
     let w = World::new();
     w.kernel.fail("add_route", 0, Failure::Errno(13));
-    // delete_link: #0 is the stale-veth sweep, #1 is the rollback
-    w.kernel.fail("delete_link", 1, Failure::Errno(16));
+    // delete_link #0 is the rollback (no stale veth to sweep first)
+    w.kernel.fail("delete_link", 0, Failure::Errno(16));
     w.alloc
         .borrow_mut()
         .fail

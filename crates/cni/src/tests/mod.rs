@@ -118,6 +118,8 @@ impl Allocator for FakeAllocator {
 pub(crate) struct World {
     pub kernel: FakeKernel,
     pub alloc: Rc<RefCell<AllocState>>,
+    /// How many times the plugin started the reaper (which the test runs itself: [`World::reap`]).
+    pub reaper_starts: std::cell::Cell<usize>,
 }
 
 impl World {
@@ -127,6 +129,7 @@ impl World {
         World {
             kernel,
             alloc: Rc::new(RefCell::new(AllocState::default())),
+            reaper_starts: std::cell::Cell::new(0),
         }
     }
 
@@ -149,12 +152,34 @@ impl World {
                 }))
             };
         let hostname = || Some("host-a".to_string());
+        let start_reaper = || self.reaper_starts.set(self.reaper_starts.get() + 1);
         let deps = Deps {
             kernel: &self.kernel,
             allocator: &factory,
             hostname: &hostname,
+            start_reaper: &start_reaper,
         };
         run(&|k| vars.get(k).cloned(), stdin.as_bytes(), &deps)
+    }
+
+    /// What the detached reaper does.
+    pub fn reap(&self) {
+        crate::wiring::reap(&self.kernel).expect("reap");
+    }
+
+    /// The host interfaces DEL retired and the reaper has not deleted yet.
+    pub fn retired(&self) -> Vec<String> {
+        self.kernel
+            .link_names(None)
+            .into_iter()
+            .filter(|n| {
+                self.kernel
+                    .link(furynet_dataplane::Netns::Current, n)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|l| l.group == crate::wiring::RETIRED_GROUP && !l.up)
+            })
+            .collect()
     }
 
     pub fn add(&self, cid: &str, conf: &Value) -> Outcome {
@@ -220,7 +245,32 @@ pub(crate) fn expect_error(o: &Outcome, code: u64) -> Value {
 
 /// Asserts that nothing of an attachment is left: no host veth, only `lo` in the pod, no
 /// allocation, no host route.
+/// Nothing of any attachment is left: no address held, no route; host interfaces only retired
+/// ones (down, for the reaper, which was started) and none once the reaper has run.
 pub(crate) fn assert_clean(w: &World) {
+    assert!(
+        w.kernel.all_routes(None).is_empty(),
+        "host routes left behind"
+    );
+    assert!(w.allocations().is_empty(), "allocations left behind");
+    let retired = w.retired();
+    let in_service: Vec<String> = w
+        .kernel
+        .link_names(None)
+        .into_iter()
+        .filter(|n| n != "lo" && !retired.contains(n))
+        .collect();
+    assert!(
+        in_service.is_empty(),
+        "host interfaces left in service: {in_service:?}"
+    );
+    if !retired.is_empty() {
+        assert!(
+            w.reaper_starts.get() > 0,
+            "retired {retired:?} but no reaper started"
+        );
+        w.reap();
+    }
     assert_eq!(
         w.kernel.link_names(None),
         ["lo"],

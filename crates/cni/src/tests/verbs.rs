@@ -80,10 +80,29 @@ fn del_in_odd_states_still_releases() {
 
 #[test]
 fn del_keeps_the_address_while_the_interface_cannot_be_removed() {
+    for (teardown, op) in [("background", "retire_link"), ("wait", "delete_link")] {
+        let w = World::new();
+        let mut c = conf("1.1.0");
+        c["teardown"] = teardown.into();
+        w.add("c1", &c);
+        w.kernel.fail(op, 0, Failure::Errno(16));
+        expect_error(
+            &w.run(&attach("DEL", "c1", Some(NETNS)), &c.to_string()),
+            102,
+        );
+        assert_eq!(w.allocations().len(), 1, "{teardown}: address kept");
+        assert_eq!(w.reaper_starts.get(), 0, "{teardown}");
+        assert_eq!(
+            w.run(&attach("DEL", "c1", Some(NETNS)), &c.to_string())
+                .exit_code,
+            0
+        );
+        assert_clean(&w);
+    }
     let w = World::new();
     let c = conf("1.1.0");
     w.add("c1", &c);
-    w.kernel.fail("delete_link", 0, Failure::Errno(16));
+    w.kernel.fail("retire_link", 0, Failure::Errno(16));
     expect_error(
         &w.run(&attach("DEL", "c1", Some(NETNS)), &c.to_string()),
         102,
@@ -323,5 +342,130 @@ fn node_name_defaults_to_the_host_name() {
     assert_eq!(
         w.alloc.borrow().held.values().next().unwrap().1.node,
         "host-a"
+    );
+}
+
+#[test]
+fn del_cuts_the_pod_off_at_once_and_leaves_the_deletion_to_the_reaper() {
+    let w = World::new();
+    let c = conf("1.1.0");
+    w.add("c1", &c);
+    let host = host_veth_name("c1", "eth0");
+    assert_eq!(
+        w.run(&attach("DEL", "c1", Some(NETNS)), &c.to_string())
+            .exit_code,
+        0
+    );
+    // Out of service, not yet deleted: down, in the reaper's group, no route, address free.
+    assert_eq!(w.retired(), [host]);
+    assert!(w.kernel.all_routes(None).is_empty());
+    assert!(w.allocations().is_empty());
+    assert_eq!(w.reaper_starts.get(), 1);
+    // A second DEL finds it retired: still succeeds, starts the reaper again.
+    assert_eq!(
+        w.run(&attach("DEL", "c1", Some(NETNS)), &c.to_string())
+            .exit_code,
+        0
+    );
+    w.reap();
+    assert_eq!(w.kernel.link_names(None), ["lo"]);
+    assert_eq!(
+        w.kernel.link_names(Some(NETNS)),
+        ["lo"],
+        "pod side gone with it"
+    );
+    // Nothing to retire: the reaper is not started.
+    let starts = w.reaper_starts.get();
+    assert_eq!(
+        w.run(&attach("DEL", "c1", Some(NETNS)), &c.to_string())
+            .exit_code,
+        0
+    );
+    assert_eq!(w.reaper_starts.get(), starts);
+}
+
+#[test]
+fn del_with_teardown_wait_deletes_the_interface_itself() {
+    let w = World::new();
+    let mut c = conf("1.1.0");
+    c["teardown"] = "wait".into();
+    w.add("c1", &c);
+    assert_eq!(
+        w.run(&attach("DEL", "c1", Some(NETNS)), &c.to_string())
+            .exit_code,
+        0
+    );
+    assert_eq!(w.kernel.link_names(None), ["lo"]);
+    assert_eq!(w.reaper_starts.get(), 0);
+    assert_clean(&w);
+}
+
+#[test]
+fn add_after_del_replaces_the_retired_interface_the_reaper_has_not_deleted_yet() {
+    // The runtime re-adds the same attachment in the same namespace right after DEL: the old
+    // pod side still holds eth0 until the reaper runs.
+    let w = World::new();
+    let c = conf("1.1.0");
+    w.add("c1", &c);
+    assert_eq!(
+        w.run(&attach("DEL", "c1", Some(NETNS)), &c.to_string())
+            .exit_code,
+        0
+    );
+    assert_eq!(w.kernel.link_names(Some(NETNS)), ["eth0", "lo"]);
+    let again = w.add("c1", &c);
+    assert_eq!(again.exit_code, 0, "{}", again.stdout);
+    assert!(
+        w.retired().is_empty(),
+        "the retired veth was deleted by ADD"
+    );
+    let host = host_veth_name("c1", "eth0");
+    let link = w
+        .kernel
+        .link(furynet_dataplane::Netns::Current, &host)
+        .unwrap()
+        .expect("new host veth");
+    assert!(link.up && link.group == 0);
+    w.reap();
+    assert!(
+        w.kernel
+            .link(furynet_dataplane::Netns::Current, &host)
+            .unwrap()
+            .is_some(),
+        "the reaper leaves live veths alone"
+    );
+}
+
+#[test]
+fn gc_deletes_retired_interfaces_whose_reaper_never_ran() {
+    let w = World::new();
+    let c = conf("1.1.0");
+    w.add("c1", &c);
+    w.kernel.add_netns("/run/netns/pod-2");
+    let o = w.run(
+        &attach("ADD", "c2", Some("/run/netns/pod-2")),
+        &c.to_string(),
+    );
+    assert_eq!(o.exit_code, 0, "{}", o.stdout);
+    assert_eq!(
+        w.run(&attach("DEL", "c1", Some(NETNS)), &c.to_string())
+            .exit_code,
+        0
+    );
+    assert_eq!(w.retired().len(), 1);
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c2", "ifname": "eth0"}]);
+    assert_eq!(
+        w.run(
+            &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")],
+            &gc.to_string()
+        )
+        .exit_code,
+        0
+    );
+    assert!(w.retired().is_empty());
+    assert_eq!(
+        w.kernel.link_names(None),
+        [host_veth_name("c2", "eth0"), "lo".to_string()]
     );
 }

@@ -254,5 +254,5 @@ fn version_and_logs_stay_off_stdout() {
     let run = lab.del("log1", Some(&pod), &conf);
     run.ok_silent();
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("removed host interface"), "{text}");
+    assert!(text.contains("host interface out of service"), "{text}");
 }

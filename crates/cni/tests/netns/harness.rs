@@ -297,12 +297,36 @@ impl Lab {
             .collect()
     }
 
-    /// The furynet host interfaces in the host namespace.
+    /// The furynet host interfaces in the host namespace, once the reaper has deleted every
+    /// veth a DEL retired (fails the test if that takes more than 5 s).
     pub fn host_veths(&self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let retired = self.retired_veths();
+            if retired.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reaper did not delete the retired {retired:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         self.host
             .link_names()
             .into_iter()
             .filter(|n| n.starts_with("fny"))
+            .collect()
+    }
+
+    /// Host veths that DEL took out of service and the reaper has not deleted yet (now).
+    pub fn retired_veths(&self) -> Vec<String> {
+        let group = furynet_cni::wiring::RETIRED_GROUP.to_string();
+        self.host
+            .ip(&["-o", "link", "show", "group", &group])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
             .collect()
     }
 

@@ -109,13 +109,55 @@ fn add_ping_check_del() {
         "{e}"
     );
 
-    // DEL, twice.
+    // DEL, twice. When DEL returns the pod is cut off (host side down, its routes gone, the
+    // address free); the reaper deletes the pair right after.
     lab.del("c1", Some(&pod), &check).ok_silent();
+    assert!(lab.host.ip(&["route", "show", "proto", "154"]).is_empty());
+    assert!(lab
+        .host
+        .ip(&["-6", "route", "show", "proto", "154"])
+        .is_empty());
+    assert!(lab.allocations().is_empty());
+    if lab.retired_veths() == [host_if.clone()] {
+        let link = lab.host.ip(&["link", "show", &host_if]);
+        assert!(!link.contains(",UP"), "retired, so down: {link}");
+    }
+    assert!(
+        !lab.host.ping(&v4),
+        "the pod is unreachable once DEL has returned"
+    );
     assert!(lab.host_veths().is_empty());
     assert_eq!(pod.link_names(), ["lo"]);
-    assert!(lab.host.ip(&["route", "show", "proto", "154"]).is_empty());
-    assert!(lab.allocations().is_empty());
     lab.del("c1", Some(&pod), &conf).ok_silent();
+}
+
+#[test]
+fn teardown_wait_deletes_before_del_returns_and_add_follows_del_at_once() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new();
+    let pod = Ns::new("p");
+    let mut conf = lab.conf("1.1.0");
+    conf["teardown"] = "wait".into();
+    lab.add("c1", &pod, &conf).ok();
+    lab.del("c1", Some(&pod), &conf).ok_silent();
+    assert!(lab.retired_veths().is_empty());
+    assert!(lab.host.link_names().iter().all(|n| !n.starts_with("fny")));
+    assert_eq!(pod.link_names(), ["lo"], "gone before DEL returned");
+
+    // Background teardown: a runtime that re-adds the same attachment in the same namespace
+    // straight after DEL must not trip over the pod side the reaper has not deleted yet.
+    let conf = lab.conf("1.1.0");
+    for round in 0..5 {
+        let res = lab.add("c2", &pod, &conf).ok();
+        let v4 = result_ips(&res)[0].clone();
+        assert!(lab.host.ping(&v4), "round {round}: new attachment works");
+        lab.del("c2", Some(&pod), &conf).ok_silent();
+    }
+    assert!(lab.host_veths().is_empty());
+    assert_eq!(pod.link_names(), ["lo"]);
+    assert!(lab.allocations().is_empty());
 }
 
 #[test]
@@ -213,4 +255,44 @@ fn mtu_defaults_to_the_default_route_minus_vxlan_overhead() {
     assert_eq!(v["interfaces"][1]["mtu"], 8950);
     assert!(pod.ip(&["link", "show", "eth0"]).contains("mtu 8950"));
     lab.del("m1", Some(&pod), &conf).ok_silent();
+}
+
+#[test]
+fn a_waiting_reaper_takes_later_retirements_and_the_reaper_runs_by_hand() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new();
+    let pod = Ns::new("p");
+    let conf = lab.conf("1.1.0");
+    lab.add("r1", &pod, &conf).ok();
+    // Stand in for a reaper that is waiting to delete: hold its name in the host namespace
+    // (an abstract unix socket, which belongs to the namespace it was bound in).
+    let path = lab.host.path();
+    let held = std::thread::spawn(move || {
+        let ns = std::fs::File::open(path).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        use std::os::linux::net::SocketAddrExt;
+        let name =
+            std::os::unix::net::SocketAddr::from_abstract_name(b"furynet-cni-reaper").unwrap();
+        std::os::unix::net::UnixDatagram::bind_addr(&name).unwrap()
+    })
+    .join()
+    .unwrap();
+    lab.del("r1", Some(&pod), &conf).ok_silent();
+    let host_if = host_veth_name("r1", "eth0");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        lab.retired_veths(),
+        [host_if],
+        "left to the waiting reaper"
+    );
+    assert!(lab.allocations().is_empty());
+    drop(held);
+    let out = lab.host.exec(&[BIN, "--reap-retired"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "the reaper prints nothing");
+    assert!(lab.retired_veths().is_empty());
+    assert!(lab.host.link_names().iter().all(|n| !n.starts_with("fny")));
+    assert_eq!(pod.link_names(), ["lo"]);
 }
