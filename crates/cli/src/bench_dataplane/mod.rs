@@ -22,7 +22,8 @@
 //! The traffic tool is built in: a TCP sink in the destination pod, a sender in the source pod
 //! (sockets created on threads that `setns` into the pod). Throughput: one stream of 128 KiB
 //! writes for N seconds, bytes counted by the receiver. Request/response: 1-byte ping-pong on
-//! one `TCP_NODELAY` connection, per-transaction latency.
+//! one `TCP_NODELAY` connection, per-transaction latency, once with blocking reads and once
+//! with both ends spinning on non-blocking sockets (no idle-CPU wake-ups in the round trip).
 //!
 //! Everything lives in namespaces named `fnyb-<pid>-*` and a temporary directory, all removed
 //! by drop guards, also on error and on SIGINT/SIGTERM (the signals are turned into a stop flag
@@ -193,19 +194,23 @@ pub(super) fn table(r: &Report, w: &mut dyn Write) -> io::Result<()> {
     let row = |w: &mut dyn Write, name: &str, x: &Measure| {
         writeln!(
             w,
-            "  {name:<16} {:>8.2} Gbit/s  {:>9.0} RR/s  median {:>6.1} us  p99 {:>6.1} us",
-            x.gbps, x.rr_tps, x.rr_median_us, x.rr_p99_us
+            "  {name:<16} {:>8.2} Gbit/s  {:>9.0} RR/s  median {:>6.1} us  p99 {:>6.1} us | spinning {:>9.0} RR/s  median {:>6.2} us  p99 {:>6.2} us",
+            x.gbps, x.rr_tps, x.rr_median_us, x.rr_p99_us, x.spin_rr_tps, x.spin_rr_median_us,
+            x.spin_rr_p99_us
         )
     };
     let ratios = |w: &mut dyn Write, x: &Ratios| {
         writeln!(
             w,
-            "  ratio            throughput {:.3} ({})  RR/s {:.3} ({})  median latency {:.3}",
+            "  ratio            throughput {:.3} ({})  RR/s {:.3} ({})  median latency {:.3} | spinning RR/s {:.3} ({})  median latency {:.3}",
             x.throughput,
             verdict(x.throughput),
             x.rr_tps,
             verdict(x.rr_tps),
-            x.rr_median_latency
+            x.rr_median_latency,
+            x.spin_rr_tps,
+            verdict(x.spin_rr_tps),
+            x.spin_rr_median_latency
         )
     };
     if let Some(p) = &r.policy {
@@ -328,12 +333,28 @@ mod tests {
                     p99_us: 6.0,
                 },
             ],
+            spin_rr_runs: vec![
+                RrRun {
+                    tps: 7.0,
+                    median_us: 2.0,
+                    p99_us: 4.0,
+                },
+                RrRun {
+                    tps: 9.0,
+                    median_us: 1.0,
+                    p99_us: 2.0,
+                },
+            ],
             ..Measure::default()
         };
         m.finish();
         assert_eq!(
             (m.gbps, m.rr_tps, m.rr_median_us, m.rr_p99_us),
             (3.0, 20.0, 3.0, 6.0)
+        );
+        assert_eq!(
+            (m.spin_rr_tps, m.spin_rr_median_us, m.spin_rr_p99_us),
+            (8.0, 1.5, 3.0)
         );
     }
 

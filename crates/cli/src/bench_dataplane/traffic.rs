@@ -50,6 +50,14 @@ pub(super) fn serve_conn(mut s: TcpStream) -> io::Result<()> {
             }
             Ok(())
         }
+        b'S' => {
+            s.set_nonblocking(true)?;
+            let mut b = [0u8; 1];
+            while spin_read(&mut s, &mut b)? {
+                s.write_all(&b)?;
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
@@ -110,14 +118,39 @@ pub(super) struct RrRun {
     pub(super) p99_us: f64,
 }
 
-/// 1-byte ping-pong for `secs` on one TCP_NODELAY connection.
-pub(super) fn request_response(ns: &Ns, addr: SocketAddr, secs: f64) -> Res<RrRun> {
+/// Reads one byte from a non-blocking socket, spinning (never sleeping) until it comes;
+/// `Ok(false)` at end of stream. Gives up after 5 s without data.
+pub(super) fn spin_read(s: &mut TcpStream, b: &mut [u8; 1]) -> io::Result<bool> {
+    let since = Instant::now();
+    loop {
+        match s.read(b) {
+            Ok(n) => return Ok(n == 1),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if since.elapsed() > Duration::from_secs(5) {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in 5 s"));
+                }
+                std::hint::spin_loop();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// 1-byte ping-pong for `secs` on one TCP_NODELAY connection. With `spin`, both ends poll
+/// their non-blocking sockets instead of sleeping in `recv`: a round trip then costs what the
+/// path costs in CPU, without the wake-ups of idle CPUs (tens of microseconds on this VM when
+/// the machine is quiet, which hide a sub-microsecond difference).
+pub(super) fn request_response(ns: &Ns, addr: SocketAddr, secs: f64, spin: bool) -> Res<RrRun> {
     let mut s = connect(ns, addr)?;
     let e = |e: io::Error| format!("request/response to {addr}: {e}");
     s.set_nodelay(true).map_err(e)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(e)?;
-    s.write_all(b"R").map_err(e)?;
+    s.write_all(if spin { b"S" } else { b"R" }).map_err(e)?;
+    if spin {
+        s.set_nonblocking(true).map_err(e)?;
+    }
     let mut b = [1u8; 1];
     let mut lat: Vec<f64> = Vec::with_capacity(1 << 18);
     let start = Instant::now();
@@ -128,7 +161,13 @@ pub(super) fn request_response(ns: &Ns, addr: SocketAddr, secs: f64) -> Res<RrRu
             check_stop()?;
         }
         s.write_all(&b).map_err(e)?;
-        s.read_exact(&mut b).map_err(e)?;
+        if spin {
+            if !spin_read(&mut s, &mut b).map_err(e)? {
+                return Err(format!("request/response to {addr}: closed"));
+            }
+        } else {
+            s.read_exact(&mut b).map_err(e)?;
+        }
         let t = Instant::now();
         lat.push((t - now).as_secs_f64() * 1e6);
         now = t;
@@ -190,8 +229,13 @@ pub(super) struct Measure {
     pub(super) rr_tps: f64,
     pub(super) rr_median_us: f64,
     pub(super) rr_p99_us: f64,
+    /// The same with both ends spinning (see [`request_response`]).
+    pub(super) spin_rr_tps: f64,
+    pub(super) spin_rr_median_us: f64,
+    pub(super) spin_rr_p99_us: f64,
     pub(super) gbps_runs: Vec<f64>,
     pub(super) rr_runs: Vec<RrRun>,
+    pub(super) spin_rr_runs: Vec<RrRun>,
 }
 
 impl Measure {
@@ -201,6 +245,11 @@ impl Measure {
         self.rr_tps = col(|r| r.tps);
         self.rr_median_us = col(|r| r.median_us);
         self.rr_p99_us = col(|r| r.p99_us);
+        let col =
+            |f: fn(&RrRun) -> f64| median(&self.spin_rr_runs.iter().map(f).collect::<Vec<_>>());
+        self.spin_rr_tps = col(|r| r.tps);
+        self.spin_rr_median_us = col(|r| r.median_us);
+        self.spin_rr_p99_us = col(|r| r.p99_us);
     }
 }
 
@@ -212,6 +261,9 @@ pub(super) struct Ratios {
     pub(super) rr_tps: f64,
     /// A / B median latency (above 1: B is faster).
     pub(super) rr_median_latency: f64,
+    /// The same two with both ends spinning.
+    pub(super) spin_rr_tps: f64,
+    pub(super) spin_rr_median_latency: f64,
 }
 
 impl Ratios {
@@ -220,6 +272,8 @@ impl Ratios {
             throughput: ratio(b.gbps, a.gbps),
             rr_tps: ratio(b.rr_tps, a.rr_tps),
             rr_median_latency: ratio(a.rr_median_us, b.rr_median_us),
+            spin_rr_tps: ratio(b.spin_rr_tps, a.spin_rr_tps),
+            spin_rr_median_latency: ratio(a.spin_rr_median_us, b.spin_rr_median_us),
         }
     }
 }
@@ -248,17 +302,22 @@ pub(super) fn compare(
                 throughput(from, to, 1.0)?;
             }
             let g = throughput(from, to, secs)?;
-            let r = request_response(from, to, secs)?;
+            let r = request_response(from, to, secs, false)?;
+            let sr = request_response(from, to, secs, true)?;
             eprintln!(
-                "  round {} {name:<14} {g:>7.2} Gbit/s | RR {:>8.0}/s median {:>6.1} us p99 {:>6.1} us",
+                "  round {} {name:<14} {g:>7.2} Gbit/s | RR {:>8.0}/s median {:>6.1} us p99 {:>6.1} us | spinning RR {:>8.0}/s median {:>6.2} us p99 {:>6.2} us",
                 round + 1,
                 r.tps,
                 r.median_us,
-                r.p99_us
+                r.p99_us,
+                sr.tps,
+                sr.median_us,
+                sr.p99_us
             );
             let slot = &mut m[usize::from(side)];
             slot.gbps_runs.push(g);
             slot.rr_runs.push(r);
+            slot.spin_rr_runs.push(sr);
         }
     }
     let [mut a, mut b] = m;

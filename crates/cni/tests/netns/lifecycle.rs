@@ -282,11 +282,7 @@ fn a_waiting_reaper_takes_later_retirements_and_the_reaper_runs_by_hand() {
     lab.del("r1", Some(&pod), &conf).ok_silent();
     let host_if = host_veth_name("r1", "eth0");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(
-        lab.retired_veths(),
-        [host_if],
-        "left to the waiting reaper"
-    );
+    assert_eq!(lab.retired_veths(), [host_if], "left to the waiting reaper");
     assert!(lab.allocations().is_empty());
     drop(held);
     let out = lab.host.exec(&[BIN, "--reap-retired"]);
