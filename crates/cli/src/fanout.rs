@@ -64,8 +64,8 @@ pub struct FanoutArgs {
     /// spell leaves at once. 0 starts a round on every change (plus the per-agent part).
     #[arg(long, default_value_t = 10)]
     write_coalesce_ms: u64,
-    /// Threads writing deltas to agents on plain TCP, each to its share of the agents in
-    /// rounds (0: half the CPUs, 1 to 4). Agents on TLS have a task each instead.
+    /// Threads writing deltas to the agents, each to its share of them in rounds (0: half
+    /// the CPUs, 1 to 4). Agents on TLS are encrypted for by the same threads.
     #[arg(long, default_value_t = 0)]
     sweepers: usize,
     /// Deltas kept for agents to catch up or resume from (older ones: snapshot).

@@ -478,17 +478,37 @@ fn mutual_tls_admits_only_signed_and_allowed_clients() {
             client_ca_pem: Some(pki.ca()),
             allowed_client_cns: vec!["node-1".into()],
         }),
+        ping_interval: Duration::from_millis(50),
         ..local()
     };
-    let (server, _) = e.server(cfg);
+    let (server, reg) = e.server(cfg);
     let addr = server.local_addr();
     let good = tls_client(addr, &pki, Some(pki.issue("node-1")));
     converges(&*e.ds, good.as_ref(), "client with a valid certificate");
-    // Deltas reach a TLS agent too (a task per TLS agent, not the sweeper).
+    // Deltas reach a TLS agent through the sweeper (encrypted with its connection): small
+    // ones, then 8 MiB of 64 KiB values, more than a socket takes at once.
     for i in 0..20 {
         put(&*e.ds, &format!("cluster/namespaces/t{i}"), b"2");
     }
     converges(&*e.ds, good.as_ref(), "TLS client after changes");
+    for i in 0..128u32 {
+        let mut big = vec![b'z'; 64 << 10];
+        big[..4].copy_from_slice(&i.to_be_bytes());
+        put(&*e.ds, &format!("cluster/blobs/b{}", i % 50), &big);
+    }
+    converges(&*e.ds, good.as_ref(), "TLS client after large changes");
+    // Pings go out and pongs come back decrypted through the same connection.
+    std::thread::sleep(Duration::from_millis(400));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+    let pings = text
+        .lines()
+        .find(|l| l.starts_with("typha_ping_latency_count"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(pings >= 2.0, "pongs over TLS: {pings}");
+    assert_eq!(server.stats().cutoffs, 0);
     for (what, c) in [
         ("no client certificate", tls_client(addr, &pki, None)),
         (

@@ -1,5 +1,6 @@
-//! The fan-out server: one reader following the datastore into the [`Hub`], one task per
-//! agent writing the hub's shared frames from that agent's cursor.
+//! The fan-out server: one reader following the datastore into the [`Hub`], sweeper threads
+//! writing the hub's shared frames to every agent from its cursor, one task per agent for
+//! its handshake, snapshot, pings and the writes its socket did not take at once.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -13,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::hub::{FellBehind, Hub, Limits, Plan};
+use crate::hub::{Hub, Limits, Plan};
 use crate::metrics::{syncer, Cutoff, FanoutMetrics};
 use crate::proto::{self, Msg, Start, CAPABILITIES, PROTOCOL};
 use crate::tls::{self, ServerTls};
@@ -46,7 +47,7 @@ pub struct ServerConfig {
     /// under churn, when a round of writes takes longer than this, rounds follow each other
     /// as fast as the machine writes them (0: wake agents on every change).
     pub write_coalesce: Duration,
-    /// Threads writing deltas to agents on plain TCP, each serving its share of them in
+    /// Threads writing deltas to the agents (plain TCP and TLS), each serving its share of them in
     /// rounds (see `sweep`). Default: half the CPUs, 1 to 4.
     pub sweepers: usize,
     /// Snapshots streamed at once; agents beyond wait their turn (pinged meanwhile), so a
@@ -94,8 +95,6 @@ pub struct ServerStats {
 #[derive(Debug)]
 struct Shared {
     hub: RwLock<Hub>,
-    /// The hub's next sequence number, published after every change.
-    notify: watch::Sender<u64>,
     stop: watch::Sender<bool>,
     cfg: ServerConfig,
     metrics: FanoutMetrics,
@@ -259,7 +258,6 @@ impl Server {
                 max_entries: cfg.history_max_entries,
                 max_bytes: cfg.history_max_bytes,
             })),
-            notify: watch::channel(0).0,
             stop: watch::channel(false).0,
             server_id: format!("{}-{}", addr, std::process::id()),
             backend: ds.backend().to_string(),
@@ -378,10 +376,9 @@ fn read_loop(shared: &Shared, ds: &dyn Datastore) {
     }
 }
 
-/// Wakes every agent waiting for changes up to `seq`.
+/// Starts a round of every sweeper, up to `seq` at least.
 fn announce(shared: &Shared, seq: Option<u64>) {
     if let Some(seq) = seq {
-        shared.notify.send_replace(seq);
         for sw in &shared.sweepers {
             sw.announce(seq);
         }
@@ -491,15 +488,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Option<Tls
     }
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
 /// TLS, checking the client certificate's names.
 async fn secure(
     shared: &Shared,
     tcp: TcpStream,
     acceptor: TlsAcceptor,
-) -> Result<Box<dyn Stream>, String> {
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, String> {
     let s = tokio::time::timeout(shared.cfg.handshake_timeout, acceptor.accept(tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
@@ -513,7 +507,7 @@ async fn secure(
     if !tls::client_name_allowed(cert, allowed) {
         return Err("client certificate not valid for any allowed name".into());
     }
-    Ok(Box::new(s))
+    Ok(s)
 }
 
 /// Counts a connection while it streams.
@@ -586,12 +580,13 @@ async fn connection(
     tls: Option<TlsAcceptor>,
 ) -> Result<(), String> {
     let _ = tcp.set_nodelay(true);
+    // After the snapshot, the sweeper writes this agent's deltas (see `sweep`).
     let Some(acceptor) = tls else {
-        // Plain TCP: after the snapshot, the sweeper writes this agent's deltas.
         let (mut rd, mut wr) = tcp.into_split();
         let (name, cursor, _streaming) = open(shared, &mut rd, &mut wr).await?;
+        let member = Arc::new(sweep::Member::new(wr, cursor, None));
         let (reader, mut pong_rx) = pongs(rd);
-        let res = stream_swept(shared, wr, cursor, &mut pong_rx, &name).await;
+        let res = stream_swept(shared, member, &mut pong_rx, &name).await;
         reader.abort();
         return res;
     };
@@ -603,9 +598,14 @@ async fn connection(
         }
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (name, mut cursor, _streaming) = open(shared, &mut rd, &mut wr).await?;
-    let (reader, mut pong_rx) = pongs(rd);
-    let res = stream_deltas(shared, &mut wr, &mut cursor, &mut pong_rx, &name).await;
+    let (name, cursor, _streaming) = open(shared, &mut rd, &mut wr).await?;
+    // From here on the agent's rustls connection encrypts what the sweeper writes and
+    // decrypts the pongs, under the agent's lock; the socket is used directly.
+    let (tcp, conn) = rd.unsplit(wr).into_inner();
+    let (rd, wr) = tcp.into_split();
+    let member = Arc::new(sweep::Member::new(wr, cursor, Some(conn)));
+    let (reader, mut pong_rx) = sweep::tls_pongs(member.clone(), rd);
+    let res = stream_swept(shared, member, &mut pong_rx, &name).await;
     reader.abort();
     res
 }
@@ -733,77 +733,6 @@ async fn snapshot_slot<'a, W: AsyncWrite + Unpin>(
     }
 }
 
-async fn stream_deltas<W: AsyncWrite + Unpin>(
-    shared: &Shared,
-    wr: &mut W,
-    cursor: &mut u64,
-    pong_rx: &mut mpsc::Receiver<u64>,
-    name: &str,
-) -> Result<(), String> {
-    let mut changed = shared.notify.subscribe();
-    let mut stop = shared.stop.subscribe();
-    let mut ping = ping_interval(shared);
-    let mut pinger = Pinger::default();
-    loop {
-        // Everything up to the announced sequence number is written before waiting again;
-        // changes the hub holds beyond it go along (they are real), the rest waits for the
-        // clock's next round.
-        let announced = *changed.borrow_and_update();
-        let (frames, read_at) = {
-            let hub = shared.hub();
-            (
-                hub.frames_from(*cursor, 1024, MAX_WRITE_BYTES),
-                hub.read_at(*cursor),
-            )
-        };
-        match frames {
-            Err(FellBehind) => {
-                shared.cutoff(Cutoff::Behind);
-                let _ = send(
-                    wr,
-                    &Msg::Cutoff {
-                        reason: BEHIND.into(),
-                    },
-                )
-                .await;
-                return Err(format!("{name}: cut off (behind)"));
-            }
-            Ok(f) if !f.is_empty() => {
-                if let Err(why) =
-                    write_frames(&shared.write_latency, wr, &f, shared.cfg.write_timeout).await
-                {
-                    if why == WriteFail::Timeout {
-                        shared.cutoff(Cutoff::WriteTimeout);
-                    }
-                    return Err(format!("{name}: write: {why:?}"));
-                }
-                *cursor += f.len() as u64;
-                if let Some(t) = read_at {
-                    let age = unix_nanos().saturating_sub(t) as f64 / 1e9;
-                    shared.metrics.propagation.observe(age);
-                }
-                if *cursor < announced {
-                    continue;
-                }
-            }
-            Ok(_) => {}
-        }
-        tokio::select! {
-            r = changed.changed() => if r.is_err() { return Ok(()) },
-            _ = stop.changed() => {
-                let _ = send(wr, &Msg::Cutoff { reason: "server stopping".into() }).await;
-                return Ok(());
-            }
-            _ = ping.tick() => {
-                if let Some(ping) = pinger.tick(shared, name)? {
-                    send(wr, &ping).await.map_err(|e| e.to_string())?;
-                }
-            }
-            p = pong_rx.recv() => pinger.pong(shared, p, name)?,
-        }
-    }
-}
-
 /// The application-level ping of one agent: one ping outstanding at a time, its round trip
 /// observed in `typha_ping_latency`, no pong within the ping timeout cuts the agent off.
 #[derive(Debug, Default)]
@@ -853,16 +782,14 @@ fn ping_interval(shared: &Shared) -> tokio::time::Interval {
     ping
 }
 
-/// Streams deltas to an agent on plain TCP: the sweeper writes them; this task finishes
-/// writes the socket did not take, catches the agent up, pings it and cuts it off.
+/// Streams deltas to an agent: the sweeper writes them; this task finishes writes the
+/// socket did not take, catches the agent up, pings it and cuts it off.
 async fn stream_swept(
     shared: &Shared,
-    wr: tokio::net::tcp::OwnedWriteHalf,
-    cursor: u64,
+    member: Arc<sweep::Member>,
     pong_rx: &mut mpsc::Receiver<u64>,
     name: &str,
 ) -> Result<(), String> {
-    let member = Arc::new(sweep::Member::new(wr, cursor));
     let turn = shared.next_sweeper.fetch_add(1, Ordering::Relaxed);
     let sweeper = &shared.sweepers[turn % shared.sweepers.len()];
     struct Leave<'a>(&'a sweep::Sweeper, Arc<sweep::Member>);
@@ -926,6 +853,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn wake_interval_grows_with_the_agents_past_the_floor() {
+        let ms = Duration::from_millis;
+        assert_eq!(wake_interval(ms(10), 0), ms(10));
+        assert_eq!(wake_interval(ms(10), 2000), ms(10));
+        assert_eq!(wake_interval(ms(10), 5000), ms(25));
+        assert_eq!(wake_interval(ms(40), 5000), ms(40));
+        assert_eq!(wake_interval(Duration::ZERO, 10), Duration::from_micros(50));
+        assert_eq!(wake_interval(ms(10), usize::MAX), WAKE_PER_AGENT * u32::MAX);
+    }
+
+    #[test]
     fn wake_clock_announces_at_once_then_once_per_interval() {
         let ms = Duration::from_millis;
         let t0 = Instant::now();
@@ -947,11 +885,6 @@ mod tests {
         // After a quiet spell longer than the interval, at once again.
         assert_eq!(c.changed(9, t0 + ms(40)), Some(9));
         // A zero interval announces every change.
-        assert_eq!(wake_interval(ms(10), 0), ms(10));
-        assert_eq!(wake_interval(ms(10), 2000), ms(10));
-        assert_eq!(wake_interval(ms(10), 5000), ms(25));
-        assert_eq!(wake_interval(ms(40), 5000), ms(40));
-        assert_eq!(wake_interval(Duration::ZERO, 10), Duration::from_micros(50));
         let mut z = WakeClock::new(Duration::ZERO);
         assert_eq!(z.changed(1, t0), Some(1));
         assert_eq!(z.changed(2, t0), Some(2));

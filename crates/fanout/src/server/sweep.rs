@@ -8,8 +8,14 @@
 //! round. An agent whose socket does not take the whole write keeps the rest as its pending
 //! bytes (at most one write, as before), is skipped by the sweeper, and its own task finishes
 //! the write when the socket drains, catches up, and hands the agent back; a write blocked
-//! longer than the write timeout cuts the agent off. Agents on TLS keep a task each (their
-//! bytes are encrypted per connection anyway).
+//! longer than the write timeout cuts the agent off.
+//!
+//! Agents on TLS are swept the same way: after the handshake and the snapshot, the agent's
+//! rustls connection lives in its [`Member`], under the same lock. The sweeper encrypts the
+//! shared frames with it (the one per-agent copy TLS needs) and writes the records with the
+//! same non-blocking `sendmsg`; the agent's pong reader ([`tls_pongs`]) reads the socket and
+//! decrypts with it. Every byte of the connection is produced under that lock, so records
+//! leave in the order rustls made them.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, IoSlice};
@@ -19,8 +25,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{self, MsgFlags};
 use std::os::fd::AsRawFd;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::Notify;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, Notify};
+use tokio_rustls::rustls::ServerConnection;
 
 use super::{stopped, unix_nanos, Shared, WriteFail, MAX_WRITE_BYTES};
 use crate::hub::FellBehind;
@@ -55,9 +62,29 @@ struct State {
     fault: Option<Fault>,
     /// The agent's task ended: the sweeper drops it.
     left: bool,
+    /// For an agent on TLS: its connection, which encrypts what is written and decrypts
+    /// what is read.
+    tls: Option<Box<ServerConnection>>,
 }
 
-/// One agent on plain TCP: its socket's write half and its cursor.
+/// Encrypts `plain` with the agent's connection and returns the TLS records to write (with
+/// anything the connection had queued before, such as a key update).
+fn seal<'a>(
+    conn: &mut ServerConnection,
+    plain: impl IntoIterator<Item = &'a [u8]>,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    for p in plain {
+        conn.writer().write_all(p)?;
+    }
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out)?;
+    }
+    Ok(out)
+}
+
+/// One agent: its socket's write half, its cursor and, on TLS, its connection.
 #[derive(Debug)]
 pub(super) struct Member {
     io: OwnedWriteHalf,
@@ -97,13 +124,27 @@ impl FrameCache {
 }
 
 impl Member {
-    pub(super) fn new(io: OwnedWriteHalf, cursor: u64) -> Self {
+    /// `tls`: the agent's connection once its handshake and snapshot are done (its own
+    /// buffering limit is lifted: what it encrypts is bounded by one write).
+    pub(super) fn new(io: OwnedWriteHalf, cursor: u64, tls: Option<ServerConnection>) -> Self {
+        let mut st = State {
+            cursor,
+            ..State::default()
+        };
+        if let Some(mut conn) = tls {
+            conn.set_buffer_limit(None);
+            // Whatever the connection still holds goes out first.
+            if let Ok(out) = seal(&mut conn, []) {
+                if !out.is_empty() {
+                    st.pending = out;
+                    st.since = Some(Instant::now());
+                }
+            }
+            st.tls = Some(Box::new(conn));
+        }
         Member {
             io,
-            state: Mutex::new(State {
-                cursor,
-                ..State::default()
-            }),
+            state: Mutex::new(st),
             wake: Notify::new(),
         }
     }
@@ -147,8 +188,18 @@ impl Member {
             if frames.is_empty() {
                 break;
             }
-            let total: usize = frames.iter().map(|f| f.len()).sum();
-            let slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
+            let sealed;
+            let slices: Vec<IoSlice<'_>> = match st.tls.as_mut() {
+                None => frames.iter().map(|f| IoSlice::new(f)).collect(),
+                Some(conn) => match seal(conn, frames.iter().map(|f| &f[..])) {
+                    Ok(out) => {
+                        sealed = out;
+                        vec![IoSlice::new(&sealed)]
+                    }
+                    Err(_) => return self.fail(&mut st, Fault::Gone),
+                },
+            };
+            let total: usize = slices.iter().map(|s| s.len()).sum();
             let start = Instant::now();
             let written = match self.send_now(&slices) {
                 Ok(n) => n,
@@ -162,9 +213,9 @@ impl Member {
             }
             if written < total {
                 let mut skip = written;
-                for f in frames.iter() {
-                    let from = skip.min(f.len());
-                    st.pending.extend_from_slice(&f[from..]);
+                for s in &slices {
+                    let from = skip.min(s.len());
+                    st.pending.extend_from_slice(&s[from..]);
                     skip -= from;
                 }
                 st.since = Some(start);
@@ -183,7 +234,16 @@ impl Member {
         if st.fault == Some(Fault::Gone) {
             return Err(Fault::Gone);
         }
-        let bytes = proto::encode(msg);
+        let mut bytes = proto::encode(msg);
+        if let Some(conn) = st.tls.as_mut() {
+            match seal(conn, [&bytes[..]]) {
+                Ok(out) => bytes = out,
+                Err(_) => {
+                    self.fail(&mut st, Fault::Gone);
+                    return Err(Fault::Gone);
+                }
+            }
+        }
         if st.pending.is_empty() {
             let n = match self.send_now(&[IoSlice::new(&bytes)]) {
                 Ok(n) => n,
@@ -264,6 +324,122 @@ impl Member {
 
     fn left(&self) -> bool {
         self.lock().left
+    }
+}
+
+/// Reads an agent on TLS: its socket's bytes go through its connection (under the agent's
+/// lock), and the pongs they carry into the channel, which closes when the agent closes its
+/// side or breaks the connection. Records the connection has to send back (alerts, key
+/// updates) join the agent's pending bytes.
+pub(super) fn tls_pongs(
+    member: Arc<Member>,
+    rd: OwnedReadHalf,
+) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<u64>) {
+    let (tx, rx) = mpsc::channel::<u64>(16);
+    let task = tokio::spawn(async move {
+        let mut plain = Vec::new();
+        loop {
+            // What the connection has decrypted already (also what arrived with the
+            // handshake), then whole frames out of it.
+            let open = member.decrypted(&mut plain);
+            while let Some(msg) = next_frame(&mut plain) {
+                match msg {
+                    Ok(Msg::Pong { id }) => {
+                        if tx.send(id).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(()) => return,
+                }
+            }
+            if plain.is_empty() {
+                plain = Vec::new();
+            }
+            if !open {
+                return;
+            }
+            if rd.readable().await.is_err() {
+                return;
+            }
+            // Pongs are small: a small buffer, and none kept between reads (thousands of
+            // idle agents would each hold one).
+            let mut buf = [0u8; 2048];
+            let n = match rd.try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) if retry_later(&e) => continue,
+                Err(_) => return,
+            };
+            if !member.received(&buf[..n]) {
+                return;
+            }
+        }
+    });
+    (task, rx)
+}
+
+/// The next whole frame at the front of `plain`, removed from it; `Err` for a frame that is
+/// too large or does not decode.
+fn next_frame(plain: &mut Vec<u8>) -> Option<Result<Msg, ()>> {
+    let len: [u8; 4] = plain.get(..4)?.try_into().ok()?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > proto::MAX_FRAME {
+        return Some(Err(()));
+    }
+    let frame = plain.get(4..4 + len)?;
+    let msg = proto::decode(frame).map_err(|_| ());
+    plain.drain(..4 + len);
+    Some(msg)
+}
+
+impl Member {
+    /// Moves what the agent's connection has decrypted into `plain`. `false` once the agent
+    /// closed its side (or the connection failed).
+    fn decrypted(&self, plain: &mut Vec<u8>) -> bool {
+        use std::io::Read;
+        let mut st = self.lock();
+        let Some(conn) = st.tls.as_mut() else {
+            return false;
+        };
+        let mut buf = [0u8; 2048];
+        loop {
+            match conn.reader().read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => plain.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Feeds bytes read from the socket to the agent's connection. `false` if they broke it.
+    fn received(&self, mut bytes: &[u8]) -> bool {
+        let mut st = self.lock();
+        let Some(conn) = st.tls.as_mut() else {
+            return false;
+        };
+        while !bytes.is_empty() {
+            match conn.read_tls(&mut bytes) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+            if conn.process_new_packets().is_err() {
+                // What it has to say about it (an alert) is not worth waiting for.
+                return false;
+            }
+        }
+        let reply = match seal(conn, []) {
+            Ok(out) => out,
+            Err(_) => return false,
+        };
+        if !reply.is_empty() {
+            st.pending.extend_from_slice(&reply);
+            st.since.get_or_insert_with(Instant::now);
+            self.wake.notify_one();
+        }
+        true
     }
 }
 
@@ -350,5 +526,44 @@ pub(super) fn run(shared: &Shared, index: usize) {
             }
             swept = announced;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_come_out_whole_whatever_the_reads_cut() {
+        let a = proto::encode(&Msg::Pong { id: 7 });
+        let b = proto::encode(&Msg::Pong { id: 8 });
+        let stream: Vec<u8> = a.iter().chain(b.iter()).copied().collect();
+        for cut in 0..=stream.len() {
+            let mut plain = stream[..cut].to_vec();
+            let mut got = Vec::new();
+            while let Some(m) = next_frame(&mut plain) {
+                got.push(m.expect("decodes"));
+            }
+            plain.extend_from_slice(&stream[cut..]);
+            while let Some(m) = next_frame(&mut plain) {
+                got.push(m.expect("decodes"));
+            }
+            assert_eq!(
+                got,
+                [Msg::Pong { id: 7 }, Msg::Pong { id: 8 }],
+                "cut at {cut}"
+            );
+            assert!(plain.is_empty());
+        }
+    }
+
+    #[test]
+    fn oversized_or_garbage_frames_are_errors() {
+        let mut huge = ((proto::MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        assert_eq!(next_frame(&mut huge), Some(Err(())));
+        let mut garbage = vec![0, 0, 0, 2, 0xff, 0xff];
+        assert_eq!(next_frame(&mut garbage), Some(Err(())));
+        let mut short = vec![0, 0];
+        assert_eq!(next_frame(&mut short), None);
     }
 }
