@@ -1,6 +1,7 @@
 //! The fan-out server and client over real TCP (and TLS) on loopback, on the embedded
 //! datastore: convergence of many clients under churn, a slow client cut off with bounded
-//! memory, failover with resume between two servers, mutual TLS, version mismatch, metrics.
+//! memory, a slow reader on TCP and on TLS, failover with resume between two servers, mutual
+//! TLS, version mismatch, metrics.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -97,17 +98,26 @@ fn converges(ds: &dyn Datastore, c: &dyn Datastore, what: &str) {
 /// A raw agent connection with a small receive buffer (the server's writes to it block soon)
 /// that has said hello.
 async fn small_buffer_agent(addr: SocketAddr, name: &str) -> tokio::net::TcpStream {
+    let mut s = small_buffer_socket(addr).await;
+    say_hello(&mut s, name).await;
+    s
+}
+
+async fn small_buffer_socket(addr: SocketAddr) -> tokio::net::TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
-    let mut s = sock.connect(addr).await.unwrap();
+    sock.connect(addr).await.unwrap()
+}
+
+async fn say_hello<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, name: &str) {
     let hello = Msg::Hello {
         protocol: proto::PROTOCOL,
         name: name.into(),
         capabilities: vec![],
         resume_from: None,
     };
-    s.write_all(&proto::encode(&hello)).await.unwrap();
-    s
+    w.write_all(&proto::encode(&hello)).await.unwrap();
+    w.flush().await.unwrap();
 }
 
 fn xorshift(x: &mut u64) -> u64 {
@@ -232,63 +242,102 @@ fn slow_client_is_cut_off_and_history_stays_bounded() {
 /// An agent that reads slowly through a small receive buffer: the server's writes to it are
 /// cut short and finished later (the sweeper hands them to the agent's task), and the agent
 /// must still receive every delta, whole and in order, without being cut off.
-#[test]
-fn a_slow_reader_gets_every_delta_whole_and_in_order() {
+const SLOW_END: &str = "cluster/zz-end";
+
+/// Reads an agent's stream slowly (the socket fills up while it dawdles) and checks every
+/// delta: no gap, no repeat, no value cut short. Returns the last revision and the puts seen.
+async fn read_slowly<R: tokio::io::AsyncRead + Unpin>(s: R) -> (i64, usize) {
+    let mut rd = tokio::io::BufReader::with_capacity(1024, s);
+    let mut at = None;
+    let mut puts = 0usize;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), proto::read_msg(&mut rd))
+            .await
+            .expect("stream stalled")
+            .expect("undecodable frame")
+            .expect("the server closed the stream");
+        match msg {
+            Msg::Welcome { revision, .. } | Msg::Snapshot { revision, .. } => at = Some(revision),
+            Msg::Deltas {
+                from,
+                revision,
+                changes,
+                ..
+            } => {
+                assert_eq!(Some(from), at, "a gap or a repeat in the deltas");
+                at = Some(revision);
+                for c in &changes {
+                    match c {
+                        proto::Change::Put(kv) if kv.key == SLOW_END => return (revision, puts),
+                        proto::Change::Put(kv) => {
+                            assert_eq!(kv.value.len(), 16 << 10, "a value cut short");
+                            puts += 1;
+                        }
+                        proto::Change::Delete { .. } => panic!("no deletes here"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Msg::Ping { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// 600 changes of 16 KiB to one agent reading slowly through a 4 KiB receive buffer, on plain
+/// TCP or on mutual TLS (where what stays pending is the rest of encrypted records).
+fn slow_reader_gets_every_delta(tls: bool) {
     let e = env();
+    let pki = Pki::new();
+    let server_tls = tls.then(|| {
+        let (cert, key) = pki.issue("furynet-fanout");
+        ServerTls {
+            cert_pem: cert,
+            key_pem: key,
+            client_ca_pem: Some(pki.ca()),
+            allowed_client_cns: vec![],
+        }
+    });
     let cfg = ServerConfig {
         write_timeout: Duration::from_secs(20),
+        tls: server_tls,
         ..local()
     };
     let (server, _) = e.server(cfg);
     let addr = server.local_addr();
-    const END: &str = "cluster/zz-end";
-    let s = e.rt.block_on(small_buffer_agent(addr, "slow-reader"));
-    let reader = e.rt.spawn(async move {
-        let mut rd = tokio::io::BufReader::with_capacity(1024, s);
-        let mut at = None;
-        let mut puts = 0usize;
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(30), proto::read_msg(&mut rd))
-                .await
-                .expect("stream stalled")
-                .expect("undecodable frame")
-                .expect("the server closed the stream");
-            match msg {
-                Msg::Welcome { revision, .. } | Msg::Snapshot { revision, .. } => {
-                    at = Some(revision)
-                }
-                Msg::Deltas {
-                    from,
-                    revision,
-                    changes,
-                    ..
-                } => {
-                    assert_eq!(Some(from), at, "a gap or a repeat in the deltas");
-                    at = Some(revision);
-                    for c in &changes {
-                        match c {
-                            proto::Change::Put(kv) if kv.key == END => return (revision, puts),
-                            proto::Change::Put(kv) => {
-                                assert_eq!(kv.value.len(), 16 << 10, "a value cut short");
-                                puts += 1;
-                            }
-                            proto::Change::Delete { .. } => panic!("no deletes here"),
-                        }
-                    }
-                    // Slow: the socket fills up while this agent dawdles.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Msg::Ping { .. } => {}
-                other => panic!("unexpected {other:?}"),
+    let connector = tls.then(|| {
+        let (cert, key) = pki.issue("slow-reader");
+        furynet_fanout::tls::connector(&ClientTls {
+            ca_pem: pki.ca(),
+            cert_pem: Some(cert),
+            key_pem: Some(key),
+            server_name: "furynet-fanout".into(),
+        })
+        .unwrap()
+    });
+    // Connected (and greeted) before the changes start, so they come as deltas.
+    type Stream = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+    let stream: Stream = e.rt.block_on(async move {
+        let mut s = small_buffer_socket(addr).await;
+        match connector {
+            None => {
+                say_hello(&mut s, "slow-reader").await;
+                Box::new(s) as Stream
+            }
+            Some((c, name)) => {
+                let mut t = c.connect(name, s).await.expect("TLS handshake");
+                say_hello(&mut t, "slow-reader").await;
+                Box::new(t) as Stream
             }
         }
     });
+    let reader = e.rt.spawn(read_slowly(stream));
     for i in 0..600u64 {
         let mut big = vec![b'y'; 16 << 10];
         big[..8].copy_from_slice(&i.to_be_bytes());
         put(&*e.ds, &format!("cluster/blob/{}", i % 40), &big);
     }
-    put(&*e.ds, END, b"end");
+    put(&*e.ds, SLOW_END, b"end");
     let (last, puts) = e.rt.block_on(reader).unwrap();
     assert_eq!(last, e.ds.current_revision().unwrap());
     assert_eq!(puts, 600, "every change arrived once");
@@ -299,6 +348,16 @@ fn a_slow_reader_gets_every_delta_whole_and_in_order() {
     );
     assert_eq!(st.cutoffs, 0, "the slow reader was cut off: {st:?}");
     e.rt.block_on(server.shutdown());
+}
+
+#[test]
+fn a_slow_reader_gets_every_delta_whole_and_in_order() {
+    slow_reader_gets_every_delta(false);
+}
+
+#[test]
+fn a_slow_tls_reader_gets_every_delta_whole_and_in_order() {
+    slow_reader_gets_every_delta(true);
 }
 
 #[test]
