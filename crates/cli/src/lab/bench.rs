@@ -72,6 +72,7 @@ pub fn run(pods: usize, policies: usize, nodes: u8, samples: usize) -> Res<Repor
         resync_interval: 30,
         monitoring: None,
         fanout: 0,
+        dual_stack: false,
     };
     let mut state = lab::up(&opts).inspect_err(|_| {
         let _ = super::netns::down();

@@ -2,7 +2,7 @@
 //! declares, with real traffic, compared with what `furynet analyze` predicts for the lab's
 //! current objects.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use furynet_model::{Cluster, Protocol};
 use furynet_policy::Engine;
@@ -32,8 +32,56 @@ fn probe_port(cursor: u32, i: usize) -> u16 {
     (PROBE_PORTS.start + off as u32) as u16
 }
 
+/// An address family of the lab's pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(ip: &IpAddr) -> Family {
+        if ip.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+/// The pod's address of family `f`.
+fn address(p: &PodState, f: Family) -> Option<IpAddr> {
+    p.ips.iter().copied().find(|ip| Family::of(ip) == f)
+}
+
+/// `cluster` as seen on one address family: every pod keeps only its address of that family.
+/// The engine on it judges that family's traffic: an `ipBlock` matches a dual-stack pod only
+/// through the address of the CIDR's family, as in Kubernetes.
+fn on_family(cluster: &Cluster, f: Family) -> Cluster {
+    let mut c = cluster.clone();
+    for p in &mut c.pods {
+        p.ips.retain(|ip| Family::of(ip) == f);
+    }
+    c
+}
+
+/// One probe: source and destination pods (engine indices), port, protocol, and the family
+/// (index into the families probed).
+type Case = (usize, usize, u16, Protocol, usize);
+
 /// Probes the lab. `from`/`to` restrict sources/destinations (`namespace/name`). Advances the
 /// lab's probe port cursor (saved), so the next run uses fresh source ports.
+///
+/// Every connection is probed on each address family both pods have (IPv4, and IPv6 in a
+/// dual-stack lab) and compared with the engine for that family; the matrix entry is allowed
+/// when it passed on every family.
 pub fn measure(
     state: &mut LabState,
     cluster: &Cluster,
@@ -53,20 +101,48 @@ pub fn measure(
         .filter(|(_, l)| l.is_none())
         .map(|(p, _)| format!("{} (not running in the lab)", p.key()))
         .collect();
+    let families: Vec<Family> = [Family::V4, Family::V6]
+        .into_iter()
+        .filter(|&f| state.pods.iter().any(|p| address(p, f).is_some()))
+        .collect();
+    let engines: Vec<Engine> = if families.len() > 1 {
+        let e: Vec<Engine> = families
+            .iter()
+            .map(|&f| Engine::new(&on_family(cluster, f)))
+            .collect();
+        for fe in &e {
+            let same = fe.pods().len() == engine.pods().len()
+                && fe
+                    .pods()
+                    .iter()
+                    .zip(engine.pods())
+                    .all(|(a, b)| a.key() == b.key());
+            if !same {
+                return Err("the per-family engines order pods differently".into());
+            }
+        }
+        e
+    } else {
+        Vec::new()
+    };
+    let engine_for = |fi: usize| engines.get(fi).unwrap_or(&engine);
     let wanted = |list: &[String], key: &str| list.is_empty() || list.iter().any(|k| k == key);
     let n = engine.pods().len();
-    let mut cases: Vec<(usize, usize, u16, Protocol)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     for s in 0..n {
         for d in (0..n).filter(|&d| d != s) {
-            if lab[s].is_none()
-                || lab[d].is_none()
-                || !wanted(from, &engine.pods()[s].key())
-                || !wanted(to, &engine.pods()[d].key())
-            {
+            let (Some(src), Some(dst)) = (lab[s], lab[d]) else {
+                continue;
+            };
+            if !wanted(from, &engine.pods()[s].key()) || !wanted(to, &engine.pods()[d].key()) {
                 continue;
             }
             for (port, proto) in engine.pods()[d].declared_ports() {
-                cases.push((s, d, port, proto));
+                for (fi, &f) in families.iter().enumerate() {
+                    if address(src, f).is_some() && address(dst, f).is_some() {
+                        cases.push((s, d, port, proto, fi));
+                    }
+                }
             }
         }
     }
@@ -79,17 +155,18 @@ pub fn measure(
             let handles: Vec<_> = chunk
                 .iter()
                 .enumerate()
-                .map(|(k, &(s, d, port, proto))| {
+                .map(|(k, &(s, d, port, proto, fi))| {
                     let (src, dst) = (lab[s], lab[d]);
+                    let family = families[fi];
                     let sport = probe_port(cursor, c * 256 + k);
                     scope.spawn(move || {
                         let (Some(src), Some(dst)) = (src, dst) else {
                             return Err("pod not in the lab".to_string());
                         };
-                        let ip = dst.ips.first().ok_or("pod without address")?;
+                        let ip = address(dst, family).ok_or("pod without address")?;
                         probe::probe(
                             &Ns::existing(&src.netns),
-                            SocketAddr::new(*ip, port),
+                            SocketAddr::new(ip, port),
                             proto,
                             sport,
                         )
@@ -103,18 +180,25 @@ pub fn measure(
         });
         results.extend(got);
     }
-    let mut entries = Vec::new();
+    let mut entries: Vec<Entry> = Vec::new();
     let mut differences = Vec::new();
-    for (&(s, d, port, proto), got) in cases.iter().zip(results) {
+    let mut last: Option<(usize, usize, u16, Protocol)> = None;
+    for (&(s, d, port, proto, fi), got) in cases.iter().zip(results) {
         let (src, dst) = (engine.pods()[s].key(), engine.pods()[d].key());
-        let want = engine.allowed(s, d, port, proto);
+        let family = families[fi];
+        let over = if families.len() > 1 {
+            format!(" over {}", family.label())
+        } else {
+            String::new()
+        };
+        let want = engine_for(fi).allowed(s, d, port, proto);
         let seen = got?;
         let allowed = seen.is_some();
         if let (Some(seen), Some(src_pod)) = (&seen, lab[s]) {
-            let ok = src_pod.ips.iter().any(|ip| ip.to_string() == *seen);
-            if !ok {
+            let own = address(src_pod, family).map(|ip| ip.to_string());
+            if own.as_deref() != Some(seen.as_str()) {
                 differences.push(format!(
-                    "{src} -> {dst} {port}/{proto}: the server saw {seen}, not the pod's own address (NAT)"
+                    "{src} -> {dst} {port}/{proto}{over}: the server saw {seen}, not the pod's own address (NAT)"
                 ));
             }
         }
@@ -125,16 +209,24 @@ pub fn measure(
                 ("denies", "passed")
             };
             differences.push(format!(
-                "{src} -> {dst} {port}/{proto}: analyze {a}, traffic {b}"
+                "{src} -> {dst} {port}/{proto}{over}: analyze {a}, traffic {b}"
             ));
         }
-        entries.push(Entry {
-            src,
-            dst,
-            port,
-            protocol: proto,
-            allowed,
-        });
+        // One entry per connection: allowed when it passed on every family probed.
+        if last == Some((s, d, port, proto)) {
+            if let Some(e) = entries.last_mut() {
+                e.allowed &= allowed;
+            }
+        } else {
+            entries.push(Entry {
+                src,
+                dst,
+                port,
+                protocol: proto,
+                allowed,
+            });
+            last = Some((s, d, port, proto));
+        }
     }
     Ok(Measured {
         engine,
@@ -147,6 +239,33 @@ pub fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_family_sees_only_its_own_pod_addresses() {
+        let l = furynet_model::load_str(
+            "t",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: n}\nspec: {containers: [{name: c, image: x}]}\n",
+        );
+        let mut c = l.cluster;
+        let v4: IpAddr = "10.244.0.1".parse().unwrap();
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        c.pods[0].ips = vec![v4, v6];
+        assert_eq!(on_family(&c, Family::V4).pods[0].ips, [v4]);
+        assert_eq!(on_family(&c, Family::V6).pods[0].ips, [v6]);
+        assert_eq!(c.pods[0].ips, [v4, v6], "the original is untouched");
+        let p = PodState {
+            namespace: "n".into(),
+            name: "p".into(),
+            node: 0,
+            netns: "x".into(),
+            container: "c".into(),
+            ips: vec![v4, v6],
+            server_pid: 0,
+        };
+        assert_eq!(address(&p, Family::V6), Some(v6));
+        assert_eq!(address(&p, Family::V4), Some(v4));
+        assert_eq!(Family::of(&v6).label(), "IPv6");
+    }
 
     #[test]
     fn probe_ports_stay_in_range_and_wrap() {

@@ -32,7 +32,14 @@ pub struct UpOptions {
     pub monitoring: Option<u16>,
     /// Fan-out server replicas the agents read through (0: agents watch the datastore).
     pub fanout: usize,
+    /// Pods get an address from an IPv6 pool too ([`POD_POOL_V6`]), routed over the VXLAN
+    /// overlay (the underlay is IPv4).
+    pub dual_stack: bool,
 }
+
+/// The lab's pod pools.
+pub const POD_POOL_V4: &str = "10.244.0.0/16";
+pub const POD_POOL_V6: &str = "fd00:10:244::/56";
 
 fn exe() -> Res<PathBuf> {
     std::env::current_exe().map_err(|e| e.to_string())
@@ -85,6 +92,9 @@ pub fn up(opts: &UpOptions) -> Res<LabState> {
     if !nix::unistd::geteuid().is_root() {
         return Err("the lab needs root (it creates network namespaces)".into());
     }
+    if opts.dual_stack && opts.encapsulation == Encap::None {
+        return Err("--dual-stack needs --encapsulation vxlan: the lab's underlay is IPv4, so IPv6 pod blocks can only ride the VXLAN overlay".into());
+    }
     if let Some(s) = LabState::load()? {
         return Err(format!(
             "a lab is already running ({} node(s), {} pod(s), namespaces {}-*): use it, or remove it with `furynet lab down`",
@@ -122,6 +132,7 @@ pub fn up(opts: &UpOptions) -> Res<LabState> {
         prometheus_pid: 0,
         probe_cursor: 0,
         fanout: Vec::new(),
+        dual_stack: opts.dual_stack,
     };
     state.save()?;
     let ds = open_datastore(&state)?;
@@ -160,6 +171,7 @@ pub fn up(opts: &UpOptions) -> Res<LabState> {
             "onlink",
         ])?;
         ns.sysctl("net.ipv4.ip_forward=1")?;
+        ns.sysctl("net.ipv6.conf.all.forwarding=1")?;
         let name = format!("node-{i}");
         let netns = ns.keep();
         state.nodes.push(NodeState {
@@ -467,10 +479,15 @@ fn cni_conf(state: &LabState, node: &str) -> Res<String> {
         }
         other => return Err(format!("the lab cannot run on the datastore {other:?}")),
     };
+    let pools = if state.dual_stack {
+        vec![POD_POOL_V4, POD_POOL_V6]
+    } else {
+        vec![POD_POOL_V4]
+    };
     Ok(serde_json::json!({
         "cniVersion": "1.1.0", "name": "k8s-pod-network", "type": "furynet-cni",
         "datastore": datastore,
-        "nodeName": node, "ipam": {"pools": ["10.244.0.0/16"]}, "mtu": 1450,
+        "nodeName": node, "ipam": {"pools": pools}, "mtu": 1450,
         "metricsFile": state.log_file("cni-calls"),
     })
     .to_string())

@@ -179,6 +179,11 @@ struct BuildArgs {
     /// How many fan-out servers (agents fail over between them).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
     fanout_replicas: u8,
+    /// Dual-stack pods: an IPv4 and an IPv6 address each (pools 10.244.0.0/16 and
+    /// fd00:10:244::/56), IPv6 carried over the VXLAN overlay; probes and `verify` check
+    /// every connection on both families.
+    #[arg(long)]
+    dual_stack: bool,
 }
 
 #[derive(Debug, Args)]
@@ -353,6 +358,7 @@ fn up_opts(b: &BuildArgs) -> cluster::UpOptions {
         } else {
             0
         },
+        dual_stack: b.dual_stack,
     }
 }
 
@@ -700,11 +706,7 @@ fn serve(netns: &str, ips: &[IpAddr], ports: &[String]) -> Res<u8> {
             "SCTP" => Protocol::Sctp,
             other => return Err(format!("--port {spec:?}: unknown protocol {other}")),
         };
-        // SCTP over raw sockets answers for IPv4 only.
-        for ip in ips
-            .iter()
-            .filter(|ip| proto != Protocol::Sctp || ip.is_ipv4())
-        {
+        for ip in ips {
             handles.push(probe::serve(&ns, *ip, port, proto, stop.clone())?);
         }
     }

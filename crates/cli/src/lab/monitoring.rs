@@ -272,6 +272,7 @@ mod tests {
             prometheus_pid: 0,
             probe_cursor: 0,
             fanout: vec!["172.31.255.253:5473".into()],
+            dual_stack: false,
         };
         let c = config(&state, std::path::Path::new("/r"));
         assert!(c.contains("- /r/*.yaml"), "{c}");

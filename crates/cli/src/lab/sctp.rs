@@ -1,10 +1,9 @@
-//! SCTP over raw IPv4 sockets (protocol 132): the lab only needs the INIT / INIT-ACK exchange,
+//! SCTP over raw IPv4 and IPv6 sockets (protocol 132): the lab only needs the INIT / INIT-ACK exchange,
 //! which nftables and conntrack see like a real association set-up, and the kernel needs no
 //! SCTP stack for it. The server's INIT-ACK carries a State Cookie holding the source address
 //! it saw, so the prober can check there was no NAT.
 
-use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -125,12 +124,42 @@ pub fn ipv4_payload(b: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, &[u8])> {
     Some((src, dst, &b[ihl..]))
 }
 
-fn raw_socket() -> std::io::Result<Socket> {
-    Socket::new(Domain::IPV4, Type::RAW, Some(SockProto::from(IPPROTO_SCTP)))
+/// A raw SCTP socket of one family. IPv4 raw sockets deliver each packet with its IP header;
+/// IPv6 raw sockets deliver the payload alone (the source comes from `recvfrom`, and the
+/// destination is the bound address). Kept as a `UdpSocket` for its safe `recv_from`.
+struct Raw {
+    s: std::net::UdpSocket,
+    v4: bool,
 }
 
-fn sock(ip: Ipv4Addr, port: u16) -> socket2::SockAddr {
-    SocketAddr::V4(SocketAddrV4::new(ip, port)).into()
+/// A received SCTP packet: source, destination (IPv4 only), payload.
+type Received<'a> = (IpAddr, Option<IpAddr>, &'a [u8]);
+
+impl Raw {
+    /// A raw socket for `ip`'s family, bound to `ip` when given.
+    fn new(family_of: IpAddr, bind: bool) -> std::io::Result<Raw> {
+        let v4 = family_of.is_ipv4();
+        let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
+        let s = Socket::new(domain, Type::RAW, Some(SockProto::from(IPPROTO_SCTP)))?;
+        if bind {
+            s.bind(&SocketAddr::new(family_of, 0).into())?;
+        }
+        Ok(Raw { s: s.into(), v4 })
+    }
+
+    fn send(&self, pkt: &[u8], to: IpAddr) -> std::io::Result<usize> {
+        self.s.send_to(pkt, SocketAddr::new(to, 0))
+    }
+
+    fn recv<'a>(&self, buf: &'a mut [u8]) -> std::io::Result<Option<Received<'a>>> {
+        let (n, from) = self.s.recv_from(buf)?;
+        let got = &buf[..n];
+        Ok(if self.v4 {
+            ipv4_payload(got).map(|(s, d, p)| (IpAddr::V4(s), Some(IpAddr::V4(d)), p))
+        } else {
+            Some((from.ip(), None, got))
+        })
+    }
 }
 
 /// Something different for every probe: ephemeral-ish ports and initiate tags.
@@ -157,26 +186,24 @@ pub fn serve(
     port: u16,
     stop: Arc<AtomicBool>,
 ) -> Result<impl FnOnce() + Send + 'static, String> {
-    let IpAddr::V4(ip) = ip else {
-        return Err("SCTP probes are IPv4 only".to_string());
-    };
-    let s = raw_socket().map_err(|e| format!("raw SCTP socket: {e}"))?;
-    s.bind(&sock(ip, 0))
-        .map_err(|e| format!("bind {ip}/SCTP: {e}"))?;
+    let s = Raw::new(ip, true).map_err(|e| format!("raw SCTP socket on {ip}: {e}"))?;
     // A long timeout: idle servers wake once a second to check `stop`.
-    s.set_read_timeout(Some(Duration::from_secs(1)))
+    s.s.set_read_timeout(Some(Duration::from_secs(1)))
         .map_err(|e| e.to_string())?;
     Ok(move || {
         let mut buf = [0u8; 2048];
         while !stop.load(Ordering::SeqCst) {
-            let Ok(n) = (&s).read(&mut buf) else { continue };
-            let Some((src, dst, payload)) = ipv4_payload(&buf[..n]) else {
+            let Ok(Some((src, dst, payload))) = s.recv(&mut buf) else {
                 continue;
             };
             let Some(init) = Init::decode(payload) else {
                 continue;
             };
-            if dst != ip || init.dst_port != port || init.chunk != INIT || init.vtag != 0 {
+            if dst.is_some_and(|d| d != ip)
+                || init.dst_port != port
+                || init.chunk != INIT
+                || init.vtag != 0
+            {
                 continue;
             }
             let ack = Init {
@@ -187,7 +214,7 @@ pub fn serve(
                 initiate_tag: fresh() | 1,
                 cookie: Some(src.to_string().into_bytes()),
             };
-            let _ = s.send_to(&ack.encode(), &sock(src, 0));
+            let _ = s.send(&ack.encode(), src);
         }
     })
 }
@@ -195,10 +222,7 @@ pub fn serve(
 /// Sends an INIT to `dst` (call inside the source namespace) and waits for the INIT-ACK:
 /// `Some(address in its cookie)`, or `None` when nothing came back.
 pub fn probe(dst: SocketAddr, src_port: u16) -> Option<String> {
-    let SocketAddr::V4(dst) = dst else {
-        return None;
-    };
-    let s = raw_socket().ok()?;
+    let s = Raw::new(dst.ip(), false).ok()?;
     let tag = fresh() | 1;
     let init = Init {
         src_port,
@@ -211,21 +235,21 @@ pub fn probe(dst: SocketAddr, src_port: u16) -> Option<String> {
     .encode();
     let mut buf = [0u8; 2048];
     for _ in 0..3 {
-        s.send_to(&init, &sock(*dst.ip(), 0)).ok()?;
+        s.send(&init, dst.ip()).ok()?;
         let deadline = Instant::now() + Duration::from_millis(500);
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             if left.is_zero() {
                 break;
             }
-            s.set_read_timeout(Some(left)).ok()?;
-            let Ok(n) = (&s).read(&mut buf) else { break };
-            let Some((src, _, payload)) = ipv4_payload(&buf[..n]) else {
+            s.s.set_read_timeout(Some(left)).ok()?;
+            let Ok(got) = s.recv(&mut buf) else { break };
+            let Some((src, _, payload)) = got else {
                 continue;
             };
             let Some(ack) = Init::decode(payload) else {
                 continue;
             };
-            if src == *dst.ip()
+            if src == dst.ip()
                 && ack.chunk == INIT_ACK
                 && ack.src_port == dst.port()
                 && ack.dst_port == src_port
@@ -312,27 +336,29 @@ mod tests {
 
     /// Two namespaces joined by a veth, no policy: INIT -> INIT-ACK carrying the client's
     /// address; a port nobody serves stays silent (the kernel has no SCTP stack to ABORT).
-    #[test]
-    fn init_ack_through_a_veth() {
+    /// Over IPv4 and over IPv6.
+    fn init_ack_through_a_veth(a_ip: &str, b_ip: &str, prefix: u8, tag: &str) {
         use crate::lab::netns::{Ns, PREFIX};
         if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("SKIPPED (needs root)");
             return;
         }
         let id = std::process::id();
-        let a = Ns::new(format!("{PREFIX}{id}-sa")).unwrap();
-        let b = Ns::new(format!("{PREFIX}{id}-sb")).unwrap();
-        let (va, vb) = (format!("fsa{id}"), format!("fsb{id}"));
+        let a = Ns::new(format!("{PREFIX}{id}-s{tag}a")).unwrap();
+        let b = Ns::new(format!("{PREFIX}{id}-s{tag}b")).unwrap();
+        let (va, vb) = (format!("fs{tag}a{id}"), format!("fs{tag}b{id}"));
         a.ip(&[
             "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &b.name,
         ])
         .unwrap();
-        a.ip(&["addr", "add", "10.99.0.1/24", "dev", &va]).unwrap();
-        b.ip(&["addr", "add", "10.99.0.2/24", "dev", &vb]).unwrap();
+        let (pa, pb) = (format!("{a_ip}/{prefix}"), format!("{b_ip}/{prefix}"));
+        a.ip(&["addr", "add", &pa, "dev", &va, "nodad"]).unwrap();
+        b.ip(&["addr", "add", &pb, "dev", &vb, "nodad"]).unwrap();
         a.ip(&["link", "set", &va, "up"]).unwrap();
         b.ip(&["link", "set", &vb, "up"]).unwrap();
 
         let stop = Arc::new(AtomicBool::new(false));
-        let server_ip: IpAddr = "10.99.0.2".parse().unwrap();
+        let server_ip: IpAddr = b_ip.parse().unwrap();
         let run = b
             .enter({
                 let stop = stop.clone();
@@ -343,17 +369,17 @@ mod tests {
         let server = std::thread::spawn(run);
 
         let got = a
-            .enter(|| probe("10.99.0.2:80".parse().unwrap(), 40000))
+            .enter(move || probe(SocketAddr::new(server_ip, 80), 40000))
             .unwrap();
-        assert_eq!(got.as_deref(), Some("10.99.0.1"));
+        assert_eq!(got.as_deref(), Some(a_ip));
         let got = a
-            .enter(|| probe("10.99.0.2:81".parse().unwrap(), 40001))
+            .enter(move || probe(SocketAddr::new(server_ip, 81), 40001))
             .unwrap();
         assert_eq!(got, None, "nothing serves port 81");
         // Nothing but our INIT-ACKs came back: no ABORT from the kernel for port 81.
         let silent = a
-            .enter(|| {
-                let s = raw_socket().unwrap();
+            .enter(move || {
+                let s = Raw::new(server_ip, false).unwrap();
                 let init = Init {
                     src_port: 40001,
                     dst_port: 81,
@@ -362,24 +388,21 @@ mod tests {
                     initiate_tag: 99,
                     cookie: None,
                 };
-                s.send_to(&init.encode(), &sock(Ipv4Addr::new(10, 99, 0, 2), 0))
-                    .unwrap();
-                s.set_read_timeout(Some(Duration::from_millis(300)))
+                s.send(&init.encode(), server_ip).unwrap();
+                s.s.set_read_timeout(Some(Duration::from_millis(300)))
                     .unwrap();
                 let mut buf = [0u8; 2048];
                 loop {
-                    match (&s).read(&mut buf) {
+                    match s.recv(&mut buf) {
                         Err(_) => return true,
-                        Ok(n) => {
-                            if let Some((src, _, p)) = ipv4_payload(&buf[..n]) {
-                                if src == Ipv4Addr::new(10, 99, 0, 2)
-                                    && p.len() >= 4
-                                    && p[2..4] == 40001u16.to_be_bytes()
-                                {
-                                    return false;
-                                }
-                            }
+                        Ok(Some((src, _, p)))
+                            if src == server_ip
+                                && p.len() >= 4
+                                && p[2..4] == 40001u16.to_be_bytes() =>
+                        {
+                            return false
                         }
+                        Ok(_) => {}
                     }
                 }
             })
@@ -387,5 +410,15 @@ mod tests {
         assert!(silent, "the kernel answered an INIT to an unserved port");
         stop.store(true, Ordering::SeqCst);
         server.join().unwrap();
+    }
+
+    #[test]
+    fn init_ack_through_a_veth_ipv4() {
+        init_ack_through_a_veth("10.99.0.1", "10.99.0.2", 24, "4");
+    }
+
+    #[test]
+    fn init_ack_through_a_veth_ipv6() {
+        init_ack_through_a_veth("fd00:99::1", "fd00:99::2", 64, "6");
     }
 }

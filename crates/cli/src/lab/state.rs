@@ -80,6 +80,9 @@ pub struct LabState {
     /// run in the underlay namespace.
     #[serde(default)]
     pub fanout: Vec<String>,
+    /// Pods get an IPv6 address too (`lab up --dual-stack`).
+    #[serde(default)]
+    pub dual_stack: bool,
 }
 
 impl LabState {
