@@ -106,7 +106,8 @@ fn verify_examples_with_direct_routes_and_vxlan() {
     no_lab_left();
 }
 
-/// Every upstream scenario through one long-lived lab (3 nodes, an agent each): apply the base
+/// Every upstream scenario through one long-lived dual-stack lab (3 nodes, an agent each, every
+/// connection probed on IPv4 and IPv6): apply the base
 /// (which also restores labels a previous scenario changed) and the scenario, `lab verify`
 /// must be clean, the measured matrix must equal `analyze`'s, then delete the scenario.
 #[test]
@@ -128,7 +129,9 @@ fn upstream_scenarios_through_the_real_dataplane() {
         .collect();
     scenarios.sort();
     assert!(scenarios.len() >= 60, "{scenarios:?}");
-    let (code, out, err) = furynet(&["lab", "up", "--nodes", "3", "-f", base]);
+    // Dual-stack: every scenario is probed and verified on IPv4 and on IPv6 (the v4-only
+    // path is what the other lab tests run).
+    let (code, out, err) = furynet(&["lab", "up", "--dual-stack", "--nodes", "3", "-f", base]);
     assert_eq!(code, 0, "{out}\n{err}");
     let mut sctp_seen = false;
     for s in &scenarios {
