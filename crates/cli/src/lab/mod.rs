@@ -416,10 +416,15 @@ fn up(b: &BuildArgs, files: &[PathBuf]) -> Res<u8> {
         );
     }
     eprintln!(
-        "lab up: {} node(s) ({} encapsulation, datastore {}), {} pod(s); every agent in sync.\n\
+        "lab up: {} node(s) ({} encapsulation, {}, datastore {}), {} pod(s); every agent in sync.\n\
          next: furynet lab apply -f FILE | lab status | lab probe | lab verify | lab down",
         state.nodes.len(),
         state.encapsulation,
+        if state.dual_stack {
+            "dual-stack pods: IPv4 and IPv6, probed on both"
+        } else {
+            "IPv4 pods"
+        },
         state.datastore,
         state.pods.len()
     );
