@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{ensure_cni_built, privileged, root, run, serial, LabGuard};
+use common::{ensure_cni_built, no_lab_left, privileged, root, run, serial, LabGuard};
 
 fn furynet(args: &[&str]) -> (i32, String, String) {
     run(env!("CARGO_BIN_EXE_furynet"), args)
@@ -30,22 +30,6 @@ fn same(measured: &[serde_json::Value], predicted: &[serde_json::Value], what: &
         measured.len(),
         predicted.len(),
         diff.join("\n")
-    );
-}
-
-fn no_lab_left() {
-    let list = String::from_utf8(
-        Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let leftovers: Vec<&str> = list.lines().filter(|l| l.starts_with("fnylab-")).collect();
-    assert!(
-        leftovers.is_empty(),
-        "lab namespaces left behind: {leftovers:?}"
     );
 }
 

@@ -14,14 +14,7 @@ fn furynet(args: &[&str]) -> (i32, String, String) {
 }
 
 fn ok(args: &[&str]) -> String {
-    let (code, out, err) = furynet(args);
-    assert_eq!(
-        code,
-        0,
-        "furynet {}:\nstdout: {out}\nstderr: {err}",
-        args.join(" ")
-    );
-    out
+    common::ok(env!("CARGO_BIN_EXE_furynet"), args)
 }
 
 fn entry<'a>(m: &'a [serde_json::Value], src: &str, dst: &str, port: u64) -> &'a serde_json::Value {
@@ -93,13 +86,5 @@ fn dual_stack_lab_probes_and_verifies_both_families() {
     );
 
     ok(&["lab", "down"]);
-    let list = String::from_utf8(
-        std::process::Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    assert!(!list.contains("fnylab-"), "{list}");
+    common::no_lab_left();
 }

@@ -77,3 +77,20 @@ impl Drop for LabGuard {
         let _ = run(self.0, &["lab", "down"]);
     }
 }
+
+/// No lab namespace is left (`fnylab-*`).
+pub fn no_lab_left() {
+    let list = String::from_utf8(
+        Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let leftovers: Vec<&str> = list.lines().filter(|l| l.starts_with("fnylab-")).collect();
+    assert!(
+        leftovers.is_empty(),
+        "lab namespaces left behind: {leftovers:?}"
+    );
+}
