@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{ensure_cni_built, no_lab_left, privileged, root, run, serial, LabGuard};
+use common::{ensure_cni_built, fresh_lab, no_lab_left, privileged, root, run, serial};
 
 fn furynet(args: &[&str]) -> (i32, String, String) {
     run(env!("CARGO_BIN_EXE_furynet"), args)
@@ -99,10 +99,7 @@ fn upstream_scenarios_through_the_real_dataplane() {
     if !privileged() {
         return;
     }
-    let _serial = serial();
-    ensure_cni_built(env!("CARGO_BIN_EXE_furynet"));
-    let _ = furynet(&["lab", "down"]);
-    let _guard = LabGuard(env!("CARGO_BIN_EXE_furynet"));
+    let _lab = fresh_lab(env!("CARGO_BIN_EXE_furynet"));
     let base = "crates/policy/tests/data/upstream/base.yaml";
     let dir = root().join("crates/policy/tests/data/upstream");
     let mut scenarios: Vec<String> = std::fs::read_dir(&dir)
@@ -145,7 +142,7 @@ fn upstream_scenarios_through_the_real_dataplane() {
         assert_eq!(code, 0, "{s}: delete: {out}\n{err}");
     }
     assert!(sctp_seen, "SCTP must be probed");
-    drop(_guard);
+    drop(_lab);
     no_lab_left();
 }
 
@@ -166,13 +163,6 @@ fn lab_down_removes_leftovers() {
     let (code, _, err) = furynet(&["lab", "down"]);
     assert!(!dir.exists(), "the crashed lab's datastore is removed too");
     assert_eq!(code, 0, "{err}");
-    let list = String::from_utf8(
-        Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    assert!(!list.contains(&name), "{list}");
+    let names = common::netns_names();
+    assert!(!names.contains(&name), "{names:?}");
 }

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{ensure_cni_built, privileged, run, serial, LabGuard};
+use common::{fresh_lab, privileged, run};
 
 use std::net::IpAddr;
 
@@ -28,10 +28,7 @@ fn dual_stack_lab_probes_and_verifies_both_families() {
     if !privileged() {
         return;
     }
-    let _serial = serial();
-    ensure_cni_built(env!("CARGO_BIN_EXE_furynet"));
-    let _ = furynet(&["lab", "down"]);
-    let _guard = LabGuard(env!("CARGO_BIN_EXE_furynet"));
+    let _lab = fresh_lab(env!("CARGO_BIN_EXE_furynet"));
 
     let (code, _, err) = furynet(&["lab", "up", "--dual-stack", "--encapsulation", "none"]);
     assert_eq!(code, 1, "dual-stack needs the overlay");

@@ -5,14 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{ensure_cni_built, privileged, run, serial, LabGuard};
+use common::{fresh_lab, privileged};
 
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn furynet(args: &[&str]) -> (i32, String, String) {
-    run(env!("CARGO_BIN_EXE_furynet"), args)
-}
 
 fn ok(args: &[&str]) -> String {
     common::ok(env!("CARGO_BIN_EXE_furynet"), args)
@@ -63,10 +59,7 @@ fn agents_read_through_fanout_and_fail_over() {
     if !privileged() {
         return;
     }
-    let _serial = serial();
-    ensure_cni_built(env!("CARGO_BIN_EXE_furynet"));
-    let _ = furynet(&["lab", "down"]);
-    let _guard = LabGuard(env!("CARGO_BIN_EXE_furynet"));
+    let _lab = fresh_lab(env!("CARGO_BIN_EXE_furynet"));
     let data = "crates/cli/tests/data/lab";
     ok(&[
         "lab",

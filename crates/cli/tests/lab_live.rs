@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{ensure_cni_built, privileged, run, serial, LabGuard};
+use common::{fresh_lab, privileged, run};
 
 fn furynet(args: &[&str]) -> (i32, String, String) {
     run(env!("CARGO_BIN_EXE_furynet"), args)
@@ -85,24 +85,16 @@ impl Lab {
 
 /// The pod namespace: the lab names pods' namespaces; find it by the pod's address.
 fn pod_netns(ip: IpAddr) -> String {
-    let list = String::from_utf8(
-        Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
+    for ns in common::netns_names() {
         if !ns.contains("-pod-") {
             continue;
         }
         let out = Command::new("ip")
-            .args(["-n", ns, "-o", "addr"])
+            .args(["-n", &ns, "-o", "addr"])
             .output()
             .unwrap();
         if String::from_utf8_lossy(&out.stdout).contains(&format!(" {ip}/")) {
-            return ns.to_string();
+            return ns;
         }
     }
     panic!("no pod namespace holds {ip}");
@@ -126,10 +118,7 @@ fn long_lived_lab_with_agents() {
     if !privileged() {
         return;
     }
-    let _serial = serial();
-    ensure_cni_built(env!("CARGO_BIN_EXE_furynet"));
-    let _ = furynet(&["lab", "down"]);
-    let _guard = LabGuard(env!("CARGO_BIN_EXE_furynet"));
+    let _lab = fresh_lab(env!("CARGO_BIN_EXE_furynet"));
     let data = "crates/cli/tests/data/lab";
     ok(&[
         "lab",
@@ -330,10 +319,7 @@ fn lab_on_etcd() {
     let Some(etcd) = support::start_etcd() else {
         return;
     };
-    let _serial = serial();
-    ensure_cni_built(env!("CARGO_BIN_EXE_furynet"));
-    let _ = furynet(&["lab", "down"]);
-    let _guard = LabGuard(env!("CARGO_BIN_EXE_furynet"));
+    let _lab = fresh_lab(env!("CARGO_BIN_EXE_furynet"));
     let data = "crates/cli/tests/data/lab";
     let store = format!("etcd://{}", etcd.endpoint.trim_start_matches("http://"));
     ok(&[

@@ -80,17 +80,40 @@ impl Drop for LabGuard {
 
 /// No lab namespace is left (`fnylab-*`).
 pub fn no_lab_left() {
-    let list = String::from_utf8(
-        Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let leftovers: Vec<&str> = list.lines().filter(|l| l.starts_with("fnylab-")).collect();
+    let leftovers: Vec<String> = netns_names()
+        .into_iter()
+        .filter(|n| n.starts_with("fnylab-"))
+        .collect();
     assert!(
         leftovers.is_empty(),
         "lab namespaces left behind: {leftovers:?}"
     );
+}
+
+/// A lab test's own lab: serialised with the binary's other lab tests, `furynet-cni` built next
+/// to `furynet`, any earlier lab removed, and this one removed when the value drops (also when
+/// the test panics), before the next test may start.
+pub struct FreshLab {
+    _guard: LabGuard,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+pub fn fresh_lab(furynet_exe: &'static str) -> FreshLab {
+    let serial = serial();
+    ensure_cni_built(furynet_exe);
+    let _ = run(furynet_exe, &["lab", "down"]);
+    FreshLab {
+        _guard: LabGuard(furynet_exe),
+        _serial: serial,
+    }
+}
+
+/// The names `ip netns list` shows.
+pub fn netns_names() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }
