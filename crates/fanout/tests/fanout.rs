@@ -246,7 +246,14 @@ const SLOW_END: &str = "cluster/zz-end";
 
 /// Reads an agent's stream slowly (the socket fills up while it dawdles) and checks every
 /// delta: no gap, no repeat, no value cut short. Returns the last revision and the puts seen.
-async fn read_slowly<R: tokio::io::AsyncRead + Unpin>(s: R) -> (i64, usize) {
+async fn read_slowly<R: tokio::io::AsyncRead + Unpin>(
+    s: R,
+    go: tokio::sync::oneshot::Receiver<()>,
+) -> (i64, usize) {
+    // Nothing is read before all changes are written: 9.6 MB of deltas against at most 4 MB
+    // of send buffer (Linux's tcp_wmem maximum) and a 4 KiB receive buffer, so the server's
+    // writes are sure to fall short, however fast this machine is.
+    let _ = go.await;
     let mut rd = tokio::io::BufReader::with_capacity(1024, s);
     let mut at = None;
     let mut puts = 0usize;
@@ -331,13 +338,15 @@ fn slow_reader_gets_every_delta(tls: bool) {
             }
         }
     });
-    let reader = e.rt.spawn(read_slowly(stream));
+    let (go, wait) = tokio::sync::oneshot::channel();
+    let reader = e.rt.spawn(read_slowly(stream, wait));
     for i in 0..600u64 {
         let mut big = vec![b'y'; 16 << 10];
         big[..8].copy_from_slice(&i.to_be_bytes());
         put(&*e.ds, &format!("cluster/blob/{}", i % 40), &big);
     }
     put(&*e.ds, SLOW_END, b"end");
+    let _ = go.send(());
     let (last, puts) = e.rt.block_on(reader).unwrap();
     assert_eq!(last, e.ds.current_revision().unwrap());
     assert_eq!(puts, 600, "every change arrived once");
