@@ -39,17 +39,19 @@ pub(crate) fn add(
     let netns = require_netns(k, env)?;
     let pod = Netns::Path(netns);
     let host_if = host_veth_name(&env.container_id, &env.ifname);
-    let mut stale = k
+    let existing = k
         .link(Netns::Current, &host_if)
         .map_err(|e| kernel_error("cannot inspect the host network namespace", e))?;
-    if stale.as_ref().is_some_and(|l| l.group == RETIRED_GROUP) {
+    let retired = existing.as_ref().is_some_and(|l| l.group == RETIRED_GROUP);
+    if retired {
         // A DEL of this very attachment retired it and the reaper has not deleted it yet (its
         // pod side may still hold CNI_IFNAME): delete it now.
         wiring::unwire(k, &host_if)
             .map_err(|e| kernel_error("cannot remove the retired host interface", e))?;
         info!(host_if = %host_if, "removed the retired interface of an earlier DEL");
-        stale = None;
     }
+    // Any other host veth of this attachment is left by an interrupted ADD.
+    let stale = existing.is_some() && !retired;
     if k.link(pod, &env.ifname)
         .map_err(|e| kernel_error("cannot inspect the container's network namespace", e))?
         .is_some()
@@ -71,7 +73,7 @@ pub(crate) fn add(
         None => None,
     };
     let mtu = resolve_mtu(conf, k)?;
-    if stale.is_some()
+    if stale
         && wiring::unwire(k, &host_if)
             .map_err(|e| kernel_error("cannot remove a stale host interface", e))?
     {

@@ -33,26 +33,27 @@ pub(crate) fn del(
     let removed = match conf.teardown {
         Teardown::Wait => unwire(deps.kernel, &host_if),
         Teardown::Background => wiring::retire(deps.kernel, &host_if),
-    };
-    match removed {
-        Ok(true) if conf.teardown == Teardown::Wait => {
+    }
+    .map_err(|e| {
+        kernel_error(
+            "cannot remove the host interface; the address stays reserved until DEL succeeds",
+            e,
+        )
+    })?;
+    let retired = removed && conf.teardown == Teardown::Background;
+    match (removed, conf.teardown) {
+        (false, _) => debug!(host_if = %host_if, "host interface already gone"),
+        (true, Teardown::Wait) => {
             info!(host_if = %host_if, "removed host interface (and the pod side with it)")
         }
-        Ok(true) => {
+        (true, Teardown::Background) => {
             info!(host_if = %host_if, "host interface out of service; the reaper deletes it")
-        }
-        Ok(false) => debug!(host_if = %host_if, "host interface already gone"),
-        Err(e) => {
-            return Err(kernel_error(
-                "cannot remove the host interface; the address stays reserved until DEL succeeds",
-                e,
-            ))
         }
     }
     let released = release(conf, node, env, deps);
     // Started last, so its work competes with nothing DEL still has to do; also when the
     // release failed (the veth is retired either way, and the runtime will retry DEL).
-    if conf.teardown == Teardown::Background && removed.as_ref().is_ok_and(|r| *r) {
+    if retired {
         (deps.start_reaper)();
     }
     released

@@ -75,6 +75,23 @@ impl LinuxKernel {
         }
     }
 
+    /// Sends a change; `Ok(false)` when the kernel says its object does not exist.
+    fn change_if_present(
+        &self,
+        ns: Netns<'_>,
+        msg: RouteNetlinkMessage,
+        op: &'static str,
+        object: impl FnOnce() -> String,
+    ) -> Result<bool> {
+        match self.socket(ns)?.change(msg, 0) {
+            Ok(()) => Ok(true),
+            Err(e) => match Error::from_io(op, object(), e) {
+                e if e.is_not_found() => Ok(false),
+                e => Err(e),
+            },
+        }
+    }
+
     fn link_index(&self, ns: Netns<'_>, name: &str) -> Result<u32> {
         match self.link(ns, name)? {
             Some(l) => Ok(l.index),
@@ -232,16 +249,9 @@ impl Kernel for LinuxKernel {
     fn delete_link(&self, ns: Netns<'_>, name: &str) -> Result<bool> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self
-            .socket(ns)?
-            .change(RouteNetlinkMessage::DelLink(msg), 0)
-        {
-            Ok(()) => Ok(true),
-            Err(e) => match Error::from_io("delete link", format!("{name} in {ns}"), e) {
-                e if e.is_not_found() => Ok(false),
-                e => Err(e),
-            },
-        }
+        self.change_if_present(ns, RouteNetlinkMessage::DelLink(msg), "delete link", || {
+            format!("{name} in {ns}")
+        })
     }
 
     fn retire_link(&self, ns: Netns<'_>, name: &str, group: u32) -> Result<bool> {
@@ -254,32 +264,22 @@ impl Kernel for LinuxKernel {
         msg.header.index = link.index;
         msg.header.change_mask = LinkFlags::Up;
         msg.attributes.push(LinkAttribute::Group(group));
-        match self
-            .socket(ns)?
-            .change(RouteNetlinkMessage::SetLink(msg), 0)
-        {
-            Ok(()) => Ok(true),
-            Err(e) => match Error::from_io("retire link", format!("{name} in {ns}"), e) {
-                e if e.is_not_found() => Ok(false),
-                e => Err(e),
-            },
-        }
+        self.change_if_present(ns, RouteNetlinkMessage::SetLink(msg), "retire link", || {
+            format!("{name} in {ns}")
+        })
     }
 
     fn delete_group(&self, ns: Netns<'_>, group: u32) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::Group(group));
-        match self
-            .socket(ns)?
-            .change(RouteNetlinkMessage::DelLink(msg), 0)
-        {
-            Ok(()) => Ok(()),
-            Err(e) => match Error::from_io("delete link group", format!("{group} in {ns}"), e) {
-                // ENODEV: the group is empty.
-                e if e.is_not_found() => Ok(()),
-                e => Err(e),
-            },
-        }
+        // ENODEV (absent) here means the group is empty.
+        self.change_if_present(
+            ns,
+            RouteNetlinkMessage::DelLink(msg),
+            "delete link group",
+            || format!("{group} in {ns}"),
+        )
+        .map(|_| ())
     }
 
     fn set_link_up(&self, ns: Netns<'_>, name: &str) -> Result<()> {

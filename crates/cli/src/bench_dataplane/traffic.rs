@@ -241,16 +241,19 @@ pub(super) struct Measure {
 impl Measure {
     pub(super) fn finish(&mut self) {
         self.gbps = median(&self.gbps_runs);
-        let col = |f: fn(&RrRun) -> f64| median(&self.rr_runs.iter().map(f).collect::<Vec<_>>());
-        self.rr_tps = col(|r| r.tps);
-        self.rr_median_us = col(|r| r.median_us);
-        self.rr_p99_us = col(|r| r.p99_us);
-        let col =
-            |f: fn(&RrRun) -> f64| median(&self.spin_rr_runs.iter().map(f).collect::<Vec<_>>());
-        self.spin_rr_tps = col(|r| r.tps);
-        self.spin_rr_median_us = col(|r| r.median_us);
-        self.spin_rr_p99_us = col(|r| r.p99_us);
+        (self.rr_tps, self.rr_median_us, self.rr_p99_us) = medians(&self.rr_runs);
+        (
+            self.spin_rr_tps,
+            self.spin_rr_median_us,
+            self.spin_rr_p99_us,
+        ) = medians(&self.spin_rr_runs);
     }
+}
+
+/// Medians over rounds of transactions/s, median latency and p99 latency.
+fn medians(runs: &[RrRun]) -> (f64, f64, f64) {
+    let col = |f: fn(&RrRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    (col(|r| r.tps), col(|r| r.median_us), col(|r| r.p99_us))
 }
 
 #[derive(Debug, Default, Serialize)]

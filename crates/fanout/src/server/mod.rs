@@ -45,7 +45,8 @@ pub struct ServerConfig {
     /// shared clock: changes arriving meanwhile go out in one write per agent, and every
     /// agent is served once per round in wake-up order. An isolated change goes out at once;
     /// under churn, when a round of writes takes longer than this, rounds follow each other
-    /// as fast as the machine writes them (0: wake agents on every change).
+    /// as fast as the machine writes them (0: wake agents on every change). The floor: with
+    /// many agents the interval is longer (see `wake_interval`).
     pub write_coalesce: Duration,
     /// Threads writing deltas to the agents (plain TCP and TLS), each serving its share of them in
     /// rounds (see `sweep`). Default: half the CPUs, 1 to 4.

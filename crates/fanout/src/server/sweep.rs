@@ -1,4 +1,4 @@
-//! Agents on plain TCP are written by sweeper threads (each with its share of the agents)
+//! Every agent's deltas are written by sweeper threads (each with its share of the agents)
 //! instead of a task each.
 //!
 //! When the wake clock announces new frames, a sweeper visits each of its agents in turn
